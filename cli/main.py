@@ -1,0 +1,307 @@
+"""The ``l335q`` command line: a thin layer over the core (specs, submit, runner, results).
+
+Embedded mode (no ``L335Q_BROKER_URL``): ``submit`` runs the jobs in-process into the SQLite file.
+Service mode: ``submit`` enqueues the jobs on Celery; ``l335q worker`` processes run them.
+User errors print one line ``error: ...`` and exit 2.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from l335q import UserError
+
+# Commands that live in their own modules, imported only when called (name -> "module:attribute").
+LAZY = {
+    "params": "l335q.cli.classify:params",
+    "design": "l335q.cli.classify:design",
+    "fit": "l335q.cli.fields:fit",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY))
+
+    def get_command(self, ctx, name):
+        if name in LAZY:
+            module, attr = LAZY[name].split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ModuleNotFoundError, AttributeError):
+                return None
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose):
+    """l335q — batch jobs for vision-learning experiments (specs -> jobs -> database -> tables, plots)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("alembic", "celery", "kombu", "matplotlib", "PIL", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _progress(total: int, label: str):
+    return click.progressbar(length=total, label=label, show_eta=True, show_pos=True, file=sys.stderr)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is final (service mode).")
+@click.option("--queue", default="l335q", show_default=True, help="Celery queue (service mode).")
+def submit(spec, wait_, queue):
+    """Validate SPEC (YAML), store the submission and its jobs, and run or enqueue them."""
+    from l335q.config import broker_url
+    from l335q.specs import load_spec_file
+    from l335q.submit import create_submission
+
+    raw = load_spec_file(spec)
+    if broker_url():
+        from l335q.db import ensure_schema
+        from l335q.worker.app import check_broker, enqueue
+
+        from l335q.specs import expand
+        expand(raw, Path(spec).parent)      # validate before touching any service
+        ensure_schema()
+        check_broker()
+        sub_id, job_ids = create_submission(raw, Path(spec).parent)
+        enqueue(job_ids, queue)
+        click.echo(sub_id)
+        click.echo(f"submission {sub_id}: {len(job_ids)} jobs queued on {queue!r}", err=True)
+        if wait_:
+            _wait(sub_id, len(job_ids))
+        return
+    sub_id, job_ids = create_submission(raw, Path(spec).parent)
+    click.echo(sub_id)
+    click.echo(f"submission {sub_id}: {len(job_ids)} jobs, running in-process (embedded mode)", err=True)
+    from l335q.runner import execute_job
+
+    with _progress(len(job_ids), f"submission {sub_id}") as bar:
+        for job_id in job_ids:
+            execute_job(job_id)
+            bar.update(1)
+    _print_status(sub_id)
+
+
+def _wait(sub_id: int, total: int) -> None:
+    from l335q.submit import wait
+
+    with _progress(total, f"submission {sub_id}") as bar:
+        seen = [0]
+
+        def tick(done, _total):
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        wait(sub_id, tick, poll=2.0)
+    _print_status(sub_id)
+
+
+def _print_status(sub_id: int) -> None:
+    from l335q.submit import job_counts
+
+    counts = job_counts(sub_id)
+    click.echo(f"submission {sub_id}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), err=True)
+
+
+@cli.command()
+@click.argument("submission_id", type=int, required=False)
+@click.option("--limit", default=10, show_default=True, help="How many recent submissions without an ID.")
+def status(submission_id, limit):
+    """Job counts by state, for one submission or the most recent ones."""
+    from sqlalchemy import func, select
+
+    from l335q.db import Job, Submission, get_submission, session_scope
+
+    with session_scope() as s:
+        subs = [get_submission(s, submission_id)] if submission_id else \
+            list(s.scalars(select(Submission).order_by(Submission.id.desc()).limit(limit)))
+        for sub in subs:
+            counts = dict(s.execute(select(Job.state, func.count()).where(Job.submission_id == sub.id)
+                                    .group_by(Job.state)).all())
+            total = sum(counts.values())
+            states = ", ".join(f"{counts[k]} {k}" for k in sorted(counts))
+            click.echo(f"{sub.id:>5}  {sub.task:<12} {total:>4} jobs: {states}  {sub.title or ''}".rstrip())
+            if submission_id:
+                for job in s.scalars(select(Job).where(Job.submission_id == sub.id, Job.state == "failed")):
+                    click.echo(f"       job {job.id} failed: {(job.error or '').strip().splitlines()[-1:]}")
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task kind, e.g. cls-compare, inr-init.")
+@click.option("--submission", "submission_id", type=int, help="Submission id (default: the latest of that task).")
+@click.option("--table", "fmt", flag_value="table", default=True, help="A text table (default).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), help="Output format.")
+def results(task, submission_id, fmt):
+    """Results of a submission as a table, CSV or JSON."""
+    from l335q.db import session_scope
+    from l335q.results import load, render
+    from l335q.tasks import get_kind
+
+    kind = get_kind(task)
+    with session_scope() as s:
+        table = kind.results(load(s, submission_id, task))
+    click.echo(render(table, fmt or "table"))
+
+
+@cli.command()
+@click.option("--task", required=True, help="Task kind (or view, e.g. cls-features).")
+@click.option("--submission", "submission_id", type=int, help="Submission id (default: the latest of that task).")
+@click.option("--job", "job_id", type=int, help="One job (for per-job views such as cls-features).")
+@click.option("--samples", help="Comma-separated test-image indices (cls-features).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+def plot(task, submission_id, job_id, samples, out):
+    """Draw a figure of a submission's (or a job's) results."""
+    from l335q.db import session_scope
+    from l335q.results import load
+    from l335q.tasks import get_kind
+
+    kind = get_kind(task)
+    options = {k: v for k, v in {"job_id": job_id, "samples": samples}.items() if v is not None}
+    with session_scope() as s:
+        if job_id is not None and submission_id is None:
+            from l335q.db import Job
+            job = s.get(Job, job_id)
+            if job is None:
+                raise UserError(f"no job with id {job_id}")
+            submission_id = job.submission_id
+        data = load(s, submission_id, None if submission_id else task)
+        kind.plot(data, Path(out), **options)
+    click.echo(out)
+
+
+@cli.command()
+@click.option("--job", "job_id", type=int, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def images(job_id, out):
+    """Write a job's stored images (PNG artifacts) to files in OUT."""
+    from sqlalchemy import select
+
+    from l335q.db import Artifact, Job, session_scope
+
+    with session_scope() as s:
+        if s.get(Job, job_id) is None:
+            raise UserError(f"no job with id {job_id}")
+        arts = list(s.scalars(select(Artifact).where(Artifact.job_id == job_id, Artifact.media_type == "image/png")))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for a in arts:
+            name = a.name.replace("/", "_").replace(":", "_")
+            path = Path(out) / (name if name.endswith(".png") else name + ".png")
+            path.write_bytes(a.data)
+            click.echo(path)
+    if not arts:
+        click.echo(f"job {job_id} has no images", err=True)
+
+
+@cli.command()
+@click.argument("submission_id", type=int)
+def cancel(submission_id):
+    """Cancel a submission's queued jobs (running ones finish)."""
+    from sqlalchemy import update
+
+    from l335q.db import Job, get_submission, session_scope
+
+    with session_scope() as s:
+        get_submission(s, submission_id)
+        n = s.execute(update(Job).where(Job.submission_id == submission_id, Job.state == "queued")
+                      .values(state="cancelled")).rowcount
+    click.echo(f"submission {submission_id}: {n} queued jobs cancelled")
+
+
+@cli.command()
+@click.argument("submission_id", type=int)
+@click.option("--queue", default="l335q", show_default=True)
+def retry(submission_id, queue):
+    """Run a submission's failed, cancelled and stuck queued jobs again."""
+    from sqlalchemy import select
+
+    from l335q.config import broker_url
+    from l335q.db import Job, get_submission, session_scope
+    from l335q.runner import execute_job
+
+    if broker_url():
+        from l335q.worker.app import check_broker
+        check_broker()
+    with session_scope() as s:
+        get_submission(s, submission_id)
+        jobs = list(s.scalars(select(Job).where(Job.submission_id == submission_id,
+                                                Job.state.in_(["failed", "cancelled", "queued"]))))
+        for j in jobs:
+            j.state, j.error = "queued", None
+        ids = [j.id for j in jobs]
+    click.echo(f"submission {submission_id}: {len(ids)} jobs to run again")
+    if broker_url():
+        from l335q.worker.app import enqueue
+        enqueue(ids, queue)
+    else:
+        for job_id in ids:
+            execute_job(job_id)
+
+
+@cli.command()
+@click.option("--concurrency", default=1, show_default=True, help="Jobs at once (one per GPU is usual).")
+@click.option("--queues", default="l335q", show_default=True, help="Comma-separated queues to consume.")
+@click.option("--device", help="Device for jobs that say `auto`, e.g. cuda:0 or cpu.")
+def worker(concurrency, queues, device):
+    """Start a Celery worker (needs L335Q_BROKER_URL and L335Q_DATABASE_URL)."""
+    from l335q.config import broker_url
+    from l335q.db import ensure_schema
+
+    if not broker_url():
+        raise UserError("L335Q_BROKER_URL is not set: a worker needs a broker (e.g. redis://127.0.0.1:6379/0)")
+    ensure_schema()
+    from l335q.worker.app import start
+
+    start(concurrency, queues, device)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8335, show_default=True, type=int)
+def api(host, port):
+    """Serve the HTTP API (submit, status, results, artifacts)."""
+    from l335q.db import ensure_schema
+
+    ensure_schema()
+    import uvicorn
+
+    uvicorn.run("l335q.api.app:app", host=host, port=port, log_level="info")
+
+
+@cli.group()
+def db():
+    """Database administration."""
+
+
+@db.command()
+def upgrade():
+    """Create or migrate the tables to the newest schema."""
+    from l335q.config import database_url, redact
+    from l335q.db import upgrade as do_upgrade
+
+    do_upgrade()
+    click.echo(f"database at {redact(database_url())} is at the newest schema")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

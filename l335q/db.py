@@ -1,0 +1,205 @@
+"""Database models (submissions, jobs, metrics, artifacts) and session helpers.
+
+Works on PostgreSQL (service mode) and SQLite (embedded mode). The schema is owned by the Alembic
+migrations in ``migrations/``; ``tests/test_db.py`` proves models and migrations agree.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        create_engine, event, select)
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from . import UserError
+from .config import database_url, redact
+
+JOB_STATES = ("queued", "running", "done", "failed", "diverged", "cancelled")
+FINAL_STATES = ("done", "failed", "diverged", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    spec: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    jobs: Mapped[list["Job"]] = relationship(back_populates="submission", order_by="Job.id")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    task: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    submission: Mapped[Submission] = relationship(back_populates="jobs")
+    metrics: Mapped[list["Metric"]] = relationship(cascade="all, delete-orphan", order_by="Metric.id")
+    artifacts: Mapped[list["Artifact"]] = relationship(cascade="all, delete-orphan", order_by="Artifact.id",
+                                                       foreign_keys="Artifact.job_id")
+
+
+class Metric(Base):
+    """One number: ``name`` of ``seed`` at ``step`` (epoch or fitting step; None for a final value)."""
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seed: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (Index("ix_metrics_job_name", "job_id", "name"),)
+
+
+class Artifact(Base):
+    """Bytes (PNG images, weights, uploaded inputs) of a job, or of a submission when job_id is None."""
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    meta: Mapped[dict | None] = mapped_column(JSON)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+def make_artifact(name: str, data: bytes, media_type: str = "image/png", **fields) -> Artifact:
+    return Artifact(name=name, data=data, media_type=media_type, size=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(), **fields)
+
+
+# ----------------------------------------------------------------------------- engine and sessions
+
+
+
+def _migrations_dir() -> Path:
+    from . import migrations  # the top-level migrations/ folder, mapped into the package
+
+    return Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None):
+    url = url or database_url()
+    kwargs = {"future": True, "pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 30}
+    engine = create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        @event.listens_for(engine, "connect")
+        def _fk_on(dbapi_conn, _):  # SQLite enforces foreign keys only when asked
+            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+    return engine
+
+
+def upgrade(url: str | None = None) -> None:
+    """Bring the database to the newest migration (``l335q db upgrade``)."""
+    from alembic import command
+
+    url = url or database_url()
+    check_reachable(url)
+    command.upgrade(alembic_config(url), "head")
+
+
+def check_reachable(url: str) -> None:
+    try:
+        with get_engine(url).connect():
+            pass
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+        raise UserError(f"database unreachable at {redact(url)}: {reason}") from None
+
+
+_ready: set[str] = set()
+
+
+def ensure_schema(url: str | None = None) -> None:
+    """Embedded mode creates/migrates its SQLite file on first use; service mode needs ``db upgrade``."""
+    url = url or database_url()
+    if url in _ready:
+        return
+    check_reachable(url)
+    if url.startswith("sqlite"):
+        upgrade(url)
+    else:
+        from sqlalchemy import inspect
+
+        if not inspect(get_engine(url)).has_table("jobs"):
+            raise UserError(f"database at {redact(url)} has no l335q tables: run `l335q db upgrade` first")
+    _ready.add(url)
+
+
+@contextmanager
+def session_scope(url: str | None = None):
+    """A session that commits on success and rolls back on error."""
+    url = url or database_url()
+    ensure_schema(url)
+    session = sessionmaker(get_engine(url), expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def latest_submission(session: Session, task: str) -> Submission | None:
+    return session.scalars(select(Submission).where(Submission.task == task)
+                           .order_by(Submission.id.desc()).limit(1)).first()
+
+
+def get_submission(session: Session, submission_id: int | None, task: str | None = None) -> Submission:
+    if submission_id is None:
+        sub = latest_submission(session, task) if task else None
+        if sub is None:
+            raise UserError(f"no submission of task {task!r} in the database yet")
+        return sub
+    sub = session.get(Submission, submission_id)
+    if sub is None:
+        raise UserError(f"no submission with id {submission_id}")
+    if task and sub.task != task:
+        raise UserError(f"submission {submission_id} is a {sub.task!r} submission, not {task!r}")
+    return sub
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)

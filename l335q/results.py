@@ -1,0 +1,171 @@
+"""From the database to tables: what every task kind's ``results`` builds on.
+
+``SubmissionData`` holds a submission's jobs with their metrics (artifacts load on demand);
+``Table`` is what a kind returns; ``render`` prints it as a table, CSV or JSON.
+Every table says how many seeds each number rests on and their spread (``seeds`` and ``*_sd`` columns).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from .db import Artifact, Job, Submission, get_submission
+
+
+@dataclass
+class JobData:
+    id: int
+    params: dict
+    state: str
+    seconds: float | None
+    error: str | None
+    result: dict | None
+    metrics: list[tuple[int | None, int | None, str, float | None]]   # (seed, step, name, value)
+
+    def final(self, name: str) -> dict[int, float | None]:
+        """seed -> the value of ``name`` recorded without a step (or at the last step)."""
+        out: dict[int, tuple[int, float | None]] = {}
+        for seed, step, n, v in self.metrics:
+            if n == name:
+                key = -1 if step is None else step
+                if seed not in out or key >= out[seed][0] or step is None:
+                    out[seed] = (10**9 if step is None else key, v)
+        return {s: v for s, (_, v) in out.items()}
+
+    def curve(self, name: str) -> dict[int, list[tuple[int, float | None]]]:
+        """seed -> [(step, value), ...] sorted by step."""
+        out: dict[int, list] = defaultdict(list)
+        for seed, step, n, v in self.metrics:
+            if n == name and step is not None:
+                out[seed].append((step, v))
+        return {s: sorted(c) for s, c in out.items()}
+
+
+@dataclass
+class SubmissionData:
+    id: int
+    task: str
+    title: str | None
+    spec: dict
+    jobs: list[JobData]
+    session: Session | None = None
+
+    def artifacts(self, job_id: int | None = None, name_prefix: str = "") -> list[Artifact]:
+        q = select(Artifact).where(Artifact.submission_id == self.id)
+        if job_id is not None:
+            q = q.where(Artifact.job_id == job_id)
+        if name_prefix:
+            q = q.where(Artifact.name.startswith(name_prefix))
+        return list(self.session.scalars(q.order_by(Artifact.id)))
+
+    def done(self) -> list[JobData]:
+        return [j for j in self.jobs if j.state in ("done", "diverged")]
+
+
+def load(session: Session, submission_id: int | None, task: str | None) -> SubmissionData:
+    sub: Submission = get_submission(session, submission_id, task)
+    jobs = session.scalars(select(Job).where(Job.submission_id == sub.id).options(selectinload(Job.metrics))
+                           .order_by(Job.id)).all()
+    return SubmissionData(
+        id=sub.id, task=sub.task, title=sub.title, spec=sub.spec, session=session,
+        jobs=[JobData(j.id, j.params, j.state, j.seconds, j.error, j.result,
+                      [(m.seed, m.step, m.name, m.value) for m in j.metrics]) for j in jobs])
+
+
+@dataclass
+class Table:
+    task: str
+    columns: list[str]
+    rows: list[dict]
+    submission: int | None = None
+    summary: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"task": self.task, "submission": self.submission, "rows": self.rows,
+                **({"summary": self.summary} if self.summary else {}), **({"notes": self.notes} if self.notes else {})}
+
+
+# ----------------------------------------------------------------------------- statistics helpers
+
+def finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def mean(values) -> float | None:
+    v = finite(values)
+    return statistics.fmean(v) if v else None
+
+
+def sd(values) -> float | None:
+    """Sample standard deviation; 0.0 for one value (no spread measured), None for none."""
+    v = finite(values)
+    return statistics.stdev(v) if len(v) > 1 else (0.0 if v else None)
+
+
+def mean_curve(curves: list[list[tuple[int, float | None]]]) -> tuple[list[int], list[float], list[float]]:
+    """Mean and sd over seeds at each step that every curve has."""
+    if not curves:
+        return [], [], []
+    steps = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+    by = [dict(c) for c in curves]
+    m = [mean([c[s] for c in by]) for s in steps]
+    d = [sd([c[s] for c in by]) for s in steps]
+    return steps, m, d
+
+
+def group_jobs(jobs: list[JobData], keys: tuple[str, ...]) -> dict[tuple, list[JobData]]:
+    out: dict[tuple, list[JobData]] = defaultdict(list)
+    for j in jobs:
+        out[tuple(j.params.get(k) for k in keys)].append(j)
+    return dict(out)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3g}"
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    return str(v)
+
+
+def render(table: Table, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(table.as_json(), indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=table.columns, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(table.rows)
+        return buf.getvalue().rstrip("\n")
+    cells = [[_fmt(r.get(c)) for c in table.columns] for r in table.rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(table.columns)]
+    wide = {i for i, c in enumerate(table.columns) if c in ("diagnosis", "verdict")}
+    line = lambda vals: "  ".join(v if i in wide else v.rjust(widths[i]) for i, v in enumerate(vals)).rstrip()
+    head = f"{table.task} — submission {table.submission}" if table.submission is not None else table.task
+    out = [head, line(table.columns), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    if not table.rows:
+        out.append("(no finished jobs yet)")
+    for n in table.notes:
+        out.append(f"note: {n}")
+    if table.summary:
+        out.append("")
+        out += [f"* {s}" for s in table.summary]
+    return "\n".join(out)
