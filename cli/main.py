@@ -59,7 +59,6 @@ def submit(spec, wait_, queue):
     """Validate SPEC (YAML), store the submission and its jobs, and run or enqueue them."""
     from l335q.config import broker_url
     from l335q.specs import load_spec_file
-    from l335q.submit import create_submission
 
     raw = load_spec_file(spec)
     if broker_url():
@@ -70,6 +69,7 @@ def submit(spec, wait_, queue):
         expand(raw, Path(spec).parent)      # validate before touching any service
         ensure_schema()
         check_broker()
+        from l335q.submit import create_submission
         sub_id, job_ids = create_submission(raw, Path(spec).parent)
         enqueue(job_ids, queue)
         click.echo(sub_id)
@@ -77,16 +77,52 @@ def submit(spec, wait_, queue):
         if wait_:
             _wait(sub_id, len(job_ids))
         return
-    sub_id, job_ids = create_submission(raw, Path(spec).parent)
-    click.echo(sub_id)
-    click.echo(f"submission {sub_id}: {len(job_ids)} jobs, running in-process (embedded mode)", err=True)
-    from l335q.runner import execute_job
+    click.echo(_run_embedded(raw, Path(spec).parent))
 
+
+def _run_embedded(raw: dict, base_dir: Path | None) -> int:
+    """Store the submission, then run its jobs in this process with a progress bar (embedded mode)."""
+    from l335q.runner import execute_job
+    from l335q.submit import create_submission
+
+    sub_id, job_ids = create_submission(raw, base_dir)
+    click.echo(f"submission {sub_id}: {len(job_ids)} jobs, running in-process (embedded mode)", err=True)
     with _progress(len(job_ids), f"submission {sub_id}") as bar:
         for job_id in job_ids:
             execute_job(job_id)
             bar.update(1)
     _print_status(sub_id)
+    return sub_id
+
+
+# The main job of the quick start: the practical's first task at a size a 2-core CPU runs in minutes.
+DEMO_SPECS = [
+    {"task": "cls-compare", "title": "demo: Quickstart FCN vs CNN (10k training images, 5 epochs, 2 seeds)",
+     "seeds": [0, 1], "epochs": 5, "train_subset": 10000},
+]
+
+
+@cli.command()
+@click.option("--out", default="l335q-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the figures.")
+def demo(out):
+    """Run the main study on embedded defaults and print its tables (a few minutes on a CPU)."""
+    from l335q.config import broker_url
+    from l335q.db import session_scope
+    from l335q.results import load, render
+    from l335q.tasks import get_kind
+
+    if broker_url():
+        raise UserError("`l335q demo` runs in embedded mode: unset L335Q_BROKER_URL (or use `l335q submit`)")
+    for raw in DEMO_SPECS:
+        sub_id = _run_embedded(raw, None)
+        kind = get_kind(raw["task"])
+        with session_scope() as s:
+            data = load(s, sub_id, None)
+            click.echo(render(kind.results(data)))
+            figure = Path(out) / f"{raw['task']}.png"
+            kind.plot(data, figure)
+        click.echo(f"figure: {figure}\n")
 
 
 def _wait(sub_id: int, total: int) -> None:

@@ -106,12 +106,20 @@ def _migrations_dir() -> Path:
     return Path(migrations.__file__).resolve().parent
 
 
+def driver_url(url: str) -> str:
+    """``postgresql://`` means psycopg2 (the installed driver; SQLAlchemy 2.1 would pick psycopg 3)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
 def alembic_config(url: str):
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_migrations_dir()))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", driver_url(url).replace("%", "%%"))
     return cfg
 
 
@@ -121,7 +129,7 @@ def get_engine(url: str | None = None):
     kwargs = {"future": True, "pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
-    engine = create_engine(url, **kwargs)
+    engine = create_engine(driver_url(url), **kwargs)
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _fk_on(dbapi_conn, _):  # SQLite enforces foreign keys only when asked

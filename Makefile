@@ -1,0 +1,33 @@
+# Quick start: `make demo` (the main job, embedded mode) and `make test` (the test suite).
+# Both create .venv on first use (PyTorch + this package) and fetch Fashion-MNIST from Debian's package.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test install data clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian's package puts the four original files in /usr/share/datasets/fashion-mnist/; without it (not
+# root, not Debian) l335q falls back to $$L335Q_DATA and then torchvision's download.
+data:
+	@test -f $(FMNIST) || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q dataset-fashion-mnist || \
+	  (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; } || \
+	  echo "note: dataset-fashion-mnist not installed; l335q will try \$$L335Q_DATA, then a download"
+
+demo: install data
+	$(VENV)/bin/l335q demo
+
+test: install data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache
