@@ -166,7 +166,7 @@ def status(submission_id, limit):
             click.echo(f"{sub.id:>5}  {sub.task:<12} {total:>4} jobs: {states}  {sub.title or ''}".rstrip())
             if submission_id:
                 for job in s.scalars(select(Job).where(Job.submission_id == sub.id, Job.state == "failed")):
-                    click.echo(f"       job {job.id} failed: {(job.error or '').strip().splitlines()[-1:]}")
+                    click.echo(f"       job {job.id} failed: {((job.error or '').strip().splitlines() or [''])[-1]}")
 
 
 @cli.command()

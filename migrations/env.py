@@ -3,11 +3,11 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from l335q.config import database_url
-from l335q.db import Base
+from l335q.db import Base, driver_url
 
 config = context.config
 target_metadata = Base.metadata
-url = config.get_main_option("sqlalchemy.url") or database_url()
+url = driver_url(config.get_main_option("sqlalchemy.url") or database_url())
 
 
 def run_migrations_offline() -> None:

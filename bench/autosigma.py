@@ -1,0 +1,59 @@
+"""Automatic σ against the best σ of a grid, per image (held-out PSNR, every-other split).
+
+  python bench/autosigma.py --resolution 64 --steps 300 --depth 3 --width 128 --features 128 \\
+      --images sky,grass,astronaut,camera --device cpu
+Prints one line per image: the grid's best σ and held-out PSNR, the automatic σ, its held-out PSNR and
+the loss in dB (positive: auto is worse), and the time the automatic choice took.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from l335q.data.images import load_image, resize
+from l335q.fields.autosigma import Search, auto_sigma
+from l335q.fields.engine import FieldConfig, fit_image
+
+p = argparse.ArgumentParser()
+p.add_argument("--images", default="sky,grass,astronaut,camera")
+p.add_argument("--resolution", type=int, default=64)
+p.add_argument("--steps", type=int, default=300)
+p.add_argument("--trial-steps", type=int, default=None)
+p.add_argument("--depth", type=int, default=3)
+p.add_argument("--width", type=int, default=128)
+p.add_argument("--features", type=int, default=128)
+p.add_argument("--seeds", type=int, default=2)
+p.add_argument("--sigmas", default="0.5,0.75,1,1.5,2,3,5,7,10,15,20,30,50")
+p.add_argument("--refine", type=int, default=2)
+p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+p.add_argument("--threads", type=int, default=2)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
+seeds = list(range(a.seeds))
+out = []
+for name in a.images.split(","):
+    img = resize(load_image(f"sample:{name}"), a.resolution)
+    grid = {}
+    for s in map(float, a.sigmas.split(",")):
+        cfg.sigma = s
+        grid[s] = float(np.mean(fit_image(img, cfg, seeds, a.device, split="every-other").heldout_psnr))
+    t0 = time.perf_counter()
+    choice = auto_sigma(img, cfg, "every-other", seed=seeds[0], device=a.device,
+                        search=Search(steps=a.trial_steps, refine=a.refine))
+    t_auto = time.perf_counter() - t0
+    cfg.sigma = choice.sigma
+    auto = float(np.mean(fit_image(img, cfg, seeds, a.device, split="every-other").heldout_psnr))
+    best = max(grid, key=grid.get)
+    row = {"image": name, "best_sigma": best, "best_psnr": round(grid[best], 2), "auto_sigma": choice.sigma,
+           "auto_psnr": round(auto, 2), "loss_db": round(grid[best] - auto, 2), "auto_seconds": round(t_auto, 1),
+           "trials": len(choice.trials), "grid": {k: round(v, 2) for k, v in grid.items()},
+           "validation": {k: (None if v is None else round(v, 2)) for k, v in choice.trials}}
+    out.append(row)
+    print(json.dumps(row), flush=True)
+print(f"resolution {a.resolution}, steps {a.steps}, {a.depth}x{a.width}, m={a.features}, seeds {a.seeds}, "
+      f"device {a.device}: worst loss {max(r['loss_db'] for r in out):.2f} dB")

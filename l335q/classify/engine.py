@@ -1,0 +1,134 @@
+"""THE classification training loop; every classification task kind calls ``train``.
+
+Data stay on the device as whole tensors (no DataLoader): each epoch draws a permutation of the training
+set from a ``torch.Generator`` seeded with the job's seed, and steps through it in mini-batches.
+After each epoch, with the model in eval mode, accuracy and loss are measured over the whole training set
+and the whole test set. A non-finite training loss stops training: ``History.diverged_at`` says at which
+epoch. On the CPU the same seed gives the same numbers (the caller seeds the model's initial weights,
+see ``models.build_model(..., seed=)``; this loop seeds the shuffling and dropout).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import UserError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-momentum")
+EVAL_BATCH = 2000
+
+log = logging.getLogger("l335q.train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class Epoch:
+    epoch: int              # 1-based
+    train_acc: float        # eval mode, whole training set
+    test_acc: float
+    train_loss: float       # eval mode, whole training set (mean cross-entropy)
+    test_loss: float
+    seconds: float          # training steps + both evaluation passes
+
+
+@dataclass
+class History:
+    epochs: list[Epoch] = field(default_factory=list)
+    diverged_at: int | None = None   # the epoch whose training loss was not finite
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    @property
+    def final(self) -> Epoch | None:
+        return self.epochs[-1] if self.epochs else None
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise UserError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` in eval mode over all of ``x``."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=x.device)
+    loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    for i in range(0, len(x), batch):
+        logits = model(x[i:i + batch])
+        loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").double()
+        correct += (logits.argmax(1) == y[i:i + batch]).sum()
+    model.train(was_training)
+    return correct.item() / len(x), loss.item() / len(x)
+
+
+def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], None] | None = None,
+          log_fn: Callable[[str], None] | None = None) -> History:
+    """Train ``model`` on ``data`` (x_train, y_train, x_test, y_test on the device) as ``cfg`` says."""
+    say = log_fn or log.info
+    device = torch.device(cfg.device)
+    model.to(device)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)                     # dropout masks
+    x, y = data.x_train, data.y_train
+    n = len(x)
+    history = History()
+    t_start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=shuffle).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()               # checked once per epoch: no device sync per step
+        if not math.isfinite(loss_sum.item()):
+            history.diverged_at = epoch
+            say(f"epoch {epoch}/{cfg.epochs}: training loss is not finite — diverged, training stopped")
+            break
+        train_acc, train_loss = evaluate(model, x, y)
+        test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            history.diverged_at = epoch
+            say(f"epoch {epoch}/{cfg.epochs}: evaluation loss is not finite — diverged, training stopped")
+            break
+        stats = Epoch(epoch, train_acc, test_acc, train_loss, test_loss, time.perf_counter() - t0)
+        history.epochs.append(stats)
+        if on_epoch:
+            on_epoch(stats)
+        elapsed = time.perf_counter() - t_start
+        eta = elapsed / epoch * (cfg.epochs - epoch)
+        say(f"epoch {epoch}/{cfg.epochs}: train acc {train_acc:.4f}, test acc {test_acc:.4f}, "
+            f"loss {train_loss:.4f}/{test_loss:.4f}, {stats.seconds:.1f} s, ETA {eta:.0f} s")
+    return history

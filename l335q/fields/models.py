@@ -1,0 +1,110 @@
+"""A coordinate MLP for S seeds at once, and the initialisers the practical compares.
+
+Layer k of all S networks is one weight tensor W_k (S, in, out) and one bias b_k (S, 1, out), applied with
+``torch.baddbmm``: S independent networks in one batched product, no Python loop over seeds.
+``depth`` counts the linear layers (depth 4 = 3 hidden activations + the output layer).
+
+Initialisers (fan_in = in, fan_out = out of the layer; the bias is drawn right after its weight):
+  default          exactly ``torch.nn.Linear.reset_parameters``: W ~ U(±gain·√(3/fan_in)) with the
+                   leaky-ReLU gain for a = √5, i.e. U(±1/√fan_in); b ~ U(±1/√fan_in)
+  kaiming-normal   W ~ N(0, 2/fan_in)                      (ReLU gain √2), b = 0
+  kaiming-uniform  W ~ U(±√(6/fan_in))                     (ReLU gain √2), b = 0
+  xavier-normal    W ~ N(0, 2/(fan_in + fan_out)),          b = 0
+  xavier-uniform   W ~ U(±√(6/(fan_in + fan_out))),         b = 0
+  siren            first layer W ~ U(±1/fan_in), later W ~ U(±√(6/fan_in)/w0) (Sitzmann et al. 2020),
+                   b ~ U(±1/√fan_in) as nn.Linear (the reference SIREN code keeps its bias init)
+Every seed's weights come from its own ``torch.Generator().manual_seed(seed)`` drawn on the CPU, in
+nn.Linear's (out, in) layout, layer by layer: a seed is the same network alone, in any batch, on any device,
+and ``default`` equals ``torch.manual_seed(seed)`` followed by building the nn.Linear layers in order.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren")
+ACTIVATIONS = ("relu", "sine")
+OUTPUTS = ("sigmoid", "relu")
+SIREN_W0 = 30.0
+
+
+def init_layer(init: str, fan_in: int, fan_out: int, gen: torch.Generator, first: bool = False,
+               w0: float = SIREN_W0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's (weight (out, in), bias (out,)) drawn from ``gen``."""
+    w = torch.empty(fan_out, fan_in)
+    b = torch.zeros(fan_out)
+    linear_bound = 1.0 / math.sqrt(fan_in)
+    if init == "default":
+        nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+        nn.init.uniform_(b, -linear_bound, linear_bound, generator=gen)
+    elif init == "kaiming-normal":
+        nn.init.kaiming_normal_(w, nonlinearity="relu", generator=gen)
+    elif init == "kaiming-uniform":
+        nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=gen)
+    elif init == "xavier-normal":
+        nn.init.xavier_normal_(w, generator=gen)
+    elif init == "xavier-uniform":
+        nn.init.xavier_uniform_(w, generator=gen)
+    elif init == "siren":
+        bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / w0
+        nn.init.uniform_(w, -bound, bound, generator=gen)
+        nn.init.uniform_(b, -linear_bound, linear_bound, generator=gen)
+    else:
+        raise ValueError(f"unknown initialiser {init!r} (known: {', '.join(INITIALISERS)})")
+    return w, b
+
+
+def layer_sizes(in_dim: int, depth: int, width: int, out_dim: int = 3) -> list[tuple[int, int]]:
+    if depth < 1:
+        raise ValueError("depth counts linear layers and must be at least 1")
+    dims = [in_dim] + [width] * (depth - 1) + [out_dim]
+    return list(zip(dims[:-1], dims[1:]))
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """b + x @ w for every seed: x (S, N, in), w (S, in, out), b (S, 1, out).
+
+    A 2-wide input (raw coordinates) is two broadcast multiply-adds: CPU BLAS is slow for so thin a product.
+    """
+    if w.shape[1] <= 4:
+        out = b
+        for k in range(w.shape[1]):
+            out = out + x[..., k:k + 1] * w[:, k:k + 1, :]
+        return out
+    return torch.baddbmm(b, x, w)
+
+
+class BatchedMLP(nn.Module):
+    """S coordinate MLPs as one module: input (S, N, in) -> output (S, N, out)."""
+
+    def __init__(self, seeds: list[int], in_dim: int, depth: int = 4, width: int = 256, activation: str = "relu",
+                 output: str = "sigmoid", init: str = "default", out_dim: int = 3, w0: float = SIREN_W0):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r} (known: {', '.join(ACTIVATIONS)})")
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r} (known: {', '.join(OUTPUTS)})")
+        self.seeds, self.activation, self.output, self.w0 = list(seeds), activation, output, w0
+        sizes = layer_sizes(in_dim, depth, width, out_dim)
+        per_seed = []
+        for s in self.seeds:
+            gen = torch.Generator().manual_seed(int(s))
+            per_seed.append([init_layer(init, fi, fo, gen, first=(k == 0), w0=w0) for k, (fi, fo) in enumerate(sizes)])
+        # (S, in, out) weights and (S, 1, out) biases, layer by layer
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.stack([layers[k][0].t() for layers in per_seed]).contiguous()) for k in range(len(sizes))])
+        self.biases = nn.ParameterList(
+            [nn.Parameter(torch.stack([layers[k][1] for layers in per_seed]).unsqueeze(1)) for k in range(len(sizes))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = linear(x, w, b)
+            if k < last:
+                x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
+        return torch.sigmoid(x) if self.output == "sigmoid" else torch.relu(x)
+
+    def parameters_per_seed(self) -> int:
+        return sum(p[0].numel() for p in self.parameters())

@@ -1,0 +1,158 @@
+"""The HTTP API (FastAPI's TestClient) against the real PostgreSQL: auth, submit, status, results, artifacts."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from l335q.api.app import app
+from l335q.db import Artifact, Job, Submission, make_artifact, session_scope
+
+from conftest import l335q_cmd
+
+TOKEN = "test-token-Zq81"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TINY_YAML = "task: cls-compare\ntitle: api test\nseeds: [0]\nepochs: 1\ntrain_subset: 500\nbatch_size: 100\ndevice: cpu\n"
+
+
+@pytest.fixture
+def client(monkeypatch):
+    monkeypatch.setenv("L335Q_API_TOKEN", TOKEN)
+    with TestClient(app) as c:
+        yield c
+
+
+def wait_finished(client, sub_id: int, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/submissions/{sub_id}", headers=AUTH).json()
+        if body["finished"]:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"submission {sub_id} not finished after {timeout} s: {body}")
+
+
+def test_token_is_required_except_for_health(client, migrated_pg, monkeypatch):
+    monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
+    for method, path in [("get", "/submissions"), ("get", "/submissions/1"), ("get", "/results/cls-compare"),
+                         ("get", "/artifacts/1"), ("post", "/submissions")]:
+        for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                        {"Authorization": f"Basic {TOKEN}"}]:
+            r = getattr(client, method)(path, headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.text)
+            assert r.headers["www-authenticate"] == "Bearer" and TOKEN not in r.text
+    assert client.get("/health").status_code == 200
+    assert client.get("/submissions", headers=AUTH).status_code == 200
+
+
+def test_without_a_token_configured_the_api_is_open(migrated_pg, monkeypatch):
+    monkeypatch.delenv("L335Q_API_TOKEN", raising=False)
+    monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
+    with TestClient(app) as c:
+        assert c.get("/submissions").status_code == 200
+
+
+def test_bad_specs_are_422_with_the_one_line_message(client, migrated_pg, monkeypatch):
+    monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
+    before = client.get("/submissions", headers=AUTH).json()
+    cases = [("task: cls-compare\nepochs: 0\n", "application/yaml", "spec key 'epochs'"),
+             (json.dumps({"task": "cls-compare", "lrr": 0.1}), "application/json", "spec key 'lrr'"),
+             ("task: cls-compare\nseeds: [\n", "application/yaml", "not a valid YAML or JSON spec"),
+             ("[1, 2]", "application/json", "mapping"),
+             ("task: no-such-kind\n", "text/plain", "spec key 'task'")]
+    for body, ctype, message in cases:
+        r = client.post("/submissions", content=body, headers={**AUTH, "Content-Type": ctype})
+        assert r.status_code == 422, r.text
+        assert message in r.json()["error"] and "\n" not in r.json()["error"]
+    assert client.get("/submissions", headers=AUTH).json() == before
+
+
+def test_unknown_ids_are_404(client, migrated_pg, monkeypatch):
+    monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
+    assert client.get("/submissions/987654", headers=AUTH).status_code == 404
+    assert client.get("/artifacts/987654", headers=AUTH).status_code == 404
+    assert client.get("/results/cls-compare?submission=987654", headers=AUTH).status_code == 404
+    assert client.get("/results/no-such-kind", headers=AUTH).status_code == 400
+
+
+def test_unreachable_database_is_503(client, monkeypatch):
+    monkeypatch.setenv("L335Q_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/x")
+    r = client.get("/submissions", headers=AUTH)
+    assert r.status_code == 503 and r.json()["error"].startswith("database unreachable")
+    assert client.get("/health").status_code == 503
+
+
+def test_submit_status_results_artifact_through_a_worker(client, worker, service_env):
+    """Service mode: POST enqueues on the worker's queue; the real worker runs it; the API reads it back."""
+    q = service_env["L335Q_TEST_QUEUE"]
+    r = client.post(f"/submissions?queue={q}", content=TINY_YAML, headers={**AUTH, "Content-Type": "application/yaml"})
+    assert r.status_code == 201, r.text
+    sub = r.json()
+    assert (sub["mode"], sub["jobs"], sub["queue"], sub["task"]) == ("service", 1, q, "cls-compare")
+    status = wait_finished(client, sub["id"])
+    assert status["counts"] == {"done": 1} and status["title"] == "api test"
+    assert status["job_states"][0]["attempts"] == 1
+
+    r = client.get(f"/results/cls-compare?submission={sub['id']}", headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    cli = l335q_cmd("results", "--task", "cls-compare", "--submission", sub["id"], "--format", "json",
+                    env=service_env, check=True).stdout
+    assert r.json() == json.loads(cli)                      # the same JSON as the CLI's
+    assert {row["model"] for row in r.json()["rows"]} and all(row["seeds"] == 1 for row in r.json()["rows"])
+
+    listing = client.get(f"/submissions/{sub['id']}/artifacts", headers=AUTH).json()
+    with session_scope() as s:
+        stored = list(s.scalars(select(Artifact).where(Artifact.submission_id == sub["id"])))
+        assert [a["id"] for a in listing] == [a.id for a in stored]
+    art = _an_artifact(sub["id"], listing)
+    r = client.get(f"/artifacts/{art['id']}", headers=AUTH)
+    assert r.status_code == 200
+    assert r.headers["content-type"].split(";")[0] == art["media_type"]
+    assert hashlib.sha256(r.content).hexdigest() == art["sha256"] == r.headers["x-content-sha256"]
+    assert len(r.content) == art["size"]
+
+
+def _an_artifact(sub_id: int, listing: list[dict]) -> dict:
+    """A PNG the job stored, if the task stores images; else one written to the job through the db helper."""
+    pngs = [a for a in listing if a["media_type"] == "image/png"]
+    if pngs:
+        return pngs[0]
+    png = _tiny_png()
+    with session_scope() as s:
+        job = s.scalars(select(Job).where(Job.submission_id == sub_id)).first()
+        art = make_artifact("api-test.png", png, submission_id=sub_id)
+        job.artifacts.append(art)
+        s.flush()
+        return {"id": art.id, "media_type": "image/png", "sha256": art.sha256, "size": art.size}
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_embedded_mode_runs_jobs_in_the_api_process(client, migrated_pg, monkeypatch):
+    """No broker: the API stores the submission and runs its jobs on its own background thread."""
+    monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
+    r = client.post("/submissions", content=json.dumps({"task": "cls-compare", "seeds": "3-4", "epochs": 1,
+                                                        "train_subset": 300, "batch_size": 100, "device": "cpu"}),
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.json()["mode"] == "embedded" and r.json()["jobs"] == 2
+    status = wait_finished(client, r.json()["id"])
+    assert status["counts"] == {"done": 2}
+    assert {j["attempts"] for j in status["job_states"]} == {1}
+    with session_scope() as s:
+        assert s.get(Submission, r.json()["id"]).spec["seeds"] == [3, 4]
+    rows = client.get(f"/results/cls-compare?submission={r.json()['id']}", headers=AUTH).json()["rows"]
+    assert rows and all(row["seeds"] == 2 for row in rows)

@@ -1,0 +1,246 @@
+"""Service mode for real: `l335q worker` processes on Redis, results in PostgreSQL, exactly once.
+
+Every test here talks to the real Redis and PostgreSQL of this machine, on a queue of its own.
+Training is tiny (a few thousand images, 1-2 epochs, CPU) so the file runs in a few minutes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from l335q.db import Job, Metric, Submission, session_scope
+from l335q.runner import execute_job
+from l335q.submit import create_submission
+
+from conftest import l335q_cmd
+
+TINY = {"task": "cls-compare", "seeds": [0], "epochs": 1, "train_subset": 500, "test_subset": 500, "batch_size": 100,
+        "device": "cpu"}
+ROW_KEYS = {"model", "params", "seeds", "train_acc_mean", "train_acc_sd", "test_acc_mean", "test_acc_sd", "gap",
+            "diagnosis"}
+pytestmark = pytest.mark.slow
+
+
+def write_spec(path: Path, **keys) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(keys, sort_keys=False))
+    return path
+
+
+def job_row(job_id: int) -> Job:
+    with session_scope() as s:
+        return s.get(Job, job_id)
+
+
+def metric_keys(job_id: int) -> list[tuple]:
+    with session_scope() as s:
+        return [tuple(r) for r in s.execute(select(Metric.seed, Metric.step, Metric.name)
+                                            .where(Metric.job_id == job_id).order_by(Metric.id))]
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.25, logs: list[Path] = ()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    tails = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+
+
+def start_worker(env: dict, log: Path) -> subprocess.Popen:
+    """A real `l335q worker` process (its own session, so its pool can be killed with it)."""
+    return subprocess.Popen([sys.executable, "-m", "l335q.cli.main", "worker", "--queues", env["L335Q_TEST_QUEUE"],
+                             "--device", "cpu"], env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def queue_len(env: dict) -> int:
+    return redis.Redis.from_url(env["L335Q_BROKER_URL"]).llen(env["L335Q_TEST_QUEUE"])
+
+
+# ----------------------------------------------------------------------------- (a) a submission end to end
+
+def test_worker_runs_a_cls_compare_submission_to_the_end(worker, service_env, tmp_path):
+    spec = write_spec(tmp_path / "small.yaml", task="cls-compare", title="service test", seeds=[0, 1], epochs=2,
+                      train_subset=2000, test_subset=2000, batch_size=64, device="cpu")
+    q = service_env["L335Q_TEST_QUEUE"]
+    sub = l335q_cmd("submit", spec, "--queue", q, "--wait", env=service_env, timeout=300)
+    assert sub.returncode == 0, sub.stderr + (tmp_path / "worker0.log").read_text()[-3000:]
+    sub_id = int(sub.stdout.split()[0])
+    assert "2 done" in sub.stderr                          # the progress line after --wait
+
+    with session_scope() as s:                              # the results are in PostgreSQL
+        assert s.bind.dialect.name == "postgresql"
+        sub_row = s.get(Submission, sub_id)
+        jobs = list(s.scalars(select(Job).where(Job.submission_id == sub_id)))
+        assert sub_row.title == "service test" and len(jobs) == 2
+        for job in jobs:
+            assert (job.state, job.attempts, job.error) == ("done", 1, None)
+            assert job.worker and job.worker.startswith("celery@") and job.seconds > 0
+            epochs = s.scalars(select(func.count(func.distinct(Metric.step))).where(Metric.job_id == job.id,
+                                                                                     Metric.step.is_not(None)))
+            assert epochs.one() == 2
+
+    out = l335q_cmd("results", "--task", "cls-compare", "--format", "json", env=service_env, check=True).stdout
+    table = json.loads(out)
+    assert table["task"] == "cls-compare" and table["submission"] == sub_id
+    assert len(table["rows"]) == 2
+    for row in table["rows"]:
+        assert ROW_KEYS <= set(row)
+        assert row["seeds"] == 2
+        assert 0.1 < row["test_acc_mean"] <= 1 and row["test_acc_sd"] >= 0
+        assert row["gap"] == pytest.approx(row["train_acc_mean"] - row["test_acc_mean"], abs=1e-9)
+    status = l335q_cmd("status", sub_id, env=service_env, check=True).stdout
+    assert "2 jobs: 2 done" in status
+
+
+# ----------------------------------------------------------------------------- (b) exactly once
+
+def test_execute_job_twice_directly_leaves_one_result(service_env):
+    _, (job_id,) = create_submission(TINY)
+    assert execute_job(job_id) == "done"
+    first = metric_keys(job_id)
+    assert first and len(first) == len(set(first))
+    assert execute_job(job_id) is None                     # already final: not run again
+    job = job_row(job_id)
+    assert (job.state, job.attempts) == ("done", 1)
+    assert metric_keys(job_id) == first
+
+
+def test_same_job_delivered_twice_to_a_worker_runs_once(worker, service_env, tmp_path):
+    from l335q.worker.app import enqueue
+
+    _, (job_id,) = create_submission(TINY)
+    enqueue([job_id, job_id], service_env["L335Q_TEST_QUEUE"])
+    log = tmp_path / "worker0.log"
+    wait_for(lambda: job_row(job_id).state == "done", 180, "the job to be done", logs=[log])
+    wait_for(lambda: f"job {job_id}: already final" in log.read_text(), 60,
+             "the second delivery to be consumed", logs=[log])
+    assert queue_len(service_env) == 0
+    job = job_row(job_id)
+    assert (job.state, job.attempts) == ("done", 1)
+    keys = metric_keys(job_id)
+    assert keys and len(keys) == len(set(keys))
+
+
+# ----------------------------------------------------------------------------- (c) a worker dies mid-job
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+LONGER = {**TINY, "train_subset": 3000, "epochs": 3}      # long enough to be killed mid-job
+
+
+def test_killed_pool_process_job_is_redelivered_and_done_once(service_env, tmp_path):
+    """SIGKILL of the pool process running the job: reject-on-worker-lost requeues the message at once,
+    the worker's new pool process runs the job again, and it ends done exactly once."""
+    from l335q.worker.app import enqueue
+
+    log = tmp_path / "worker.log"
+    proc = start_worker(service_env, log)
+    try:
+        _, (job_id,) = create_submission(LONGER)
+        enqueue([job_id], service_env["L335Q_TEST_QUEUE"])
+        wait_for(lambda: job_row(job_id).state == "running", 120, "the job to start", logs=[log])
+        time.sleep(1.0)
+        assert job_row(job_id).state == "running"
+        pool = children(proc.pid)
+        assert len(pool) == 1, pool
+        os.kill(pool[0], signal.SIGKILL)
+        wait_for(lambda: job_row(job_id).state == "done", 240, "the redelivered job to be done", logs=[log])
+        assert proc.poll() is None                          # the worker itself lived on
+    finally:
+        stop_worker(proc)
+    job = job_row(job_id)
+    assert (job.state, job.attempts) == ("done", 2)
+    keys = metric_keys(job_id)
+    assert keys and len(keys) == len(set(keys))
+
+
+def test_killed_worker_job_is_done_once_by_the_next_worker(service_env, tmp_path):
+    """The whole worker (main process and pool) killed mid-job; a new worker picks the job up when the
+    broker's visibility timeout lapses, and the job ends done exactly once."""
+    from l335q.worker.app import enqueue
+
+    env = {**service_env, "L335Q_VISIBILITY_TIMEOUT": "5"}
+    first = start_worker(env, tmp_path / "first.log")
+    try:
+        _, (job_id,) = create_submission(LONGER)
+        enqueue([job_id], env["L335Q_TEST_QUEUE"])
+        wait_for(lambda: job_row(job_id).state == "running", 120, "the job to start", logs=[tmp_path / "first.log"])
+        time.sleep(1.0)
+        os.killpg(first.pid, signal.SIGKILL)                 # main process and its pool, no goodbye
+        first.wait(timeout=30)
+        time.sleep(1.0)
+        assert job_row(job_id).state == "running"            # nothing committed by the dead worker
+        assert metric_keys(job_id) == []
+        second = start_worker(env, tmp_path / "second.log")
+        try:
+            wait_for(lambda: job_row(job_id).state == "done", 240, "the job to be done by the next worker",
+                     logs=[tmp_path / "first.log", tmp_path / "second.log"])
+        finally:
+            stop_worker(second)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    job = job_row(job_id)
+    assert (job.state, job.attempts) == ("done", 2)
+    keys = metric_keys(job_id)
+    assert keys and len(keys) == len(set(keys))
+
+
+# ----------------------------------------------------------------------------- (d) unreachable services
+
+DEAD_DB = "postgresql://postgres@127.0.0.1:1/x"
+DEAD_BROKER = "redis://127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize("args", [("submit", "SPEC"), ("status",), ("results", "--task", "cls-compare")])
+@pytest.mark.parametrize("broker", [None, "redis"], ids=["embedded", "service"])
+def test_unreachable_database_is_one_line(args, broker, service_env, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", **TINY)
+    env = {**service_env, "L335Q_DATABASE_URL": DEAD_DB}
+    if broker is None:
+        env["L335Q_BROKER_URL"] = ""
+    proc = l335q_cmd(*[spec if a == "SPEC" else a for a in args], env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: database unreachable at postgresql://postgres@127.0.0.1:1/x")
+
+
+def test_unreachable_broker_is_one_line_and_writes_nothing(service_env, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", **TINY)
+    with session_scope() as s:
+        before = s.scalar(select(func.count()).select_from(Submission))
+    proc = l335q_cmd("submit", spec, env={**service_env, "L335Q_BROKER_URL": DEAD_BROKER}, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(
+        "error: broker unreachable at redis://127.0.0.1:1/0"), proc.stderr
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Submission)) == before
