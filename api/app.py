@@ -22,6 +22,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -30,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
 from l335q import UserError, __version__
-from l335q.config import broker_url, database_url, redact
+from l335q.config import broker_url
 from l335q.db import Artifact, Job, Submission, ensure_schema, session_scope
 from l335q.specs import SpecError, expand
 
@@ -38,7 +39,14 @@ log = logging.getLogger("l335q.api")
 MAX_SPEC_BYTES = 1024 * 1024
 DEFAULT_QUEUE = "l335q"   # the same name as l335q.worker.app.DEFAULT_QUEUE (not imported: Celery loads lazily)
 
-app = FastAPI(title="l335q", version=__version__,
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    if not os.environ.get("L335Q_API_TOKEN"):
+        log.warning("L335Q_API_TOKEN is not set: the API answers every request without a token")
+    yield
+
+
+app = FastAPI(title="l335q", version=__version__, lifespan=lifespan,
               description="Submit experiment specs, follow their jobs, read results and stored images.")
 _embedded_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l335q-embedded")
 
@@ -99,8 +107,7 @@ def health():
         ensure_schema()
     except UserError as exc:
         return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
-    return {"status": "ok", "version": __version__, "mode": "service" if broker_url() else "embedded",
-            "database": redact(database_url())}
+    return {"status": "ok", "version": __version__, "mode": "service" if broker_url() else "embedded"}
 
 
 def _parse_spec(body: bytes, content_type: str) -> dict:
@@ -114,6 +121,20 @@ def _parse_spec(body: bytes, content_type: str) -> dict:
     if not isinstance(raw, dict):
         raise SpecError("spec: expected a mapping of keys to values at the top level")
     return raw
+
+
+def refuse_server_paths(raw: dict) -> None:
+    """A file key's value must be ``sample:`` or ``upload:``: the API never reads (or probes) the server's disk."""
+    from l335q.tasks import submittable
+
+    if "task" not in raw:
+        return                     # expand() names the missing key
+    for name, key in submittable(raw["task"]).SCHEMA.keys.items():
+        values = raw.get(name) if isinstance(raw.get(name), list) else [raw.get(name)]
+        for v in values:
+            if key.file and isinstance(v, str) and not v.startswith(("sample:", "upload:")):
+                raise SpecError(f"spec key {name!r}: {v!r} names a file; the HTTP API takes only sample: or "
+                                "upload: values (submit files with the CLI)")
 
 
 def _run_embedded(job_ids: list[int]) -> None:
@@ -135,11 +156,11 @@ async def submit(request: Request, queue: str = Query(DEFAULT_QUEUE, pattern=r"^
 def _store_and_start(raw: dict, queue: str) -> dict:
     from l335q.submit import create_submission
 
-    exp = expand(raw)
-    if exp.files:   # never read files of the server's disk on a client's behalf
-        value = next(iter(exp.files))
-        raise SpecError(f"spec value {value!r} names a file: the HTTP API takes only sample:/upload: inputs "
-                        "(submit files with the CLI)")
+    try:
+        refuse_server_paths(raw)
+        exp = expand(raw)
+    except UserError as exc:       # every problem found here is the spec's (e.g. an unknown task kind)
+        raise SpecError(str(exc)) from None
     if broker_url():
         from l335q.worker.app import check_broker, enqueue
 

@@ -3,7 +3,8 @@
   python bench/autosigma.py --resolution 64 --steps 300 --depth 3 --width 128 --features 128 \\
       --images sky,grass,astronaut,camera --device cpu
 Prints one line per image: the grid's best σ and held-out PSNR, the automatic σ, its held-out PSNR and
-the loss in dB (positive: auto is worse), and the time the automatic choice took.
+the loss in dB (positive: auto is worse), the time the automatic choice took, and with --scales the loss
+of the automatic σ times each factor (to check the choice's bias).
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ p.add_argument("--sigmas", default="0.5,0.75,1,1.5,2,3,5,7,10,15,20,30,50")
 p.add_argument("--refine", type=int, default=2)
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--scales", default="1", help="also score auto σ times these factors (bias check), e.g. 1,1.19,1.41")
+p.add_argument("--jsonl", default=None, help="append each image's row to this file")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
@@ -46,14 +49,21 @@ for name in a.images.split(","):
     choice = auto_sigma(img, cfg, "every-other", seed=seeds[0], device=a.device,
                         search=Search(steps=a.trial_steps, refine=a.refine))
     t_auto = time.perf_counter() - t0
-    cfg.sigma = choice.sigma
-    auto = float(np.mean(fit_image(img, cfg, seeds, a.device, split="every-other").heldout_psnr))
+    scaled = {}
+    for c in map(float, a.scales.split(",")):
+        cfg.sigma = choice.sigma * c
+        scaled[c] = float(np.mean(fit_image(img, cfg, seeds, a.device, split="every-other").heldout_psnr))
+    auto = scaled[1.0]
     best = max(grid, key=grid.get)
     row = {"image": name, "best_sigma": best, "best_psnr": round(grid[best], 2), "auto_sigma": choice.sigma,
            "auto_psnr": round(auto, 2), "loss_db": round(grid[best] - auto, 2), "auto_seconds": round(t_auto, 1),
            "trials": len(choice.trials), "grid": {k: round(v, 2) for k, v in grid.items()},
+           "scaled_loss_db": {c: round(grid[best] - v, 2) for c, v in scaled.items()},
            "validation": {k: (None if v is None else round(v, 2)) for k, v in choice.trials}}
     out.append(row)
     print(json.dumps(row), flush=True)
+    if a.jsonl:
+        with open(a.jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
 print(f"resolution {a.resolution}, steps {a.steps}, {a.depth}x{a.width}, m={a.features}, seeds {a.seeds}, "
       f"device {a.device}: worst loss {max(r['loss_db'] for r in out):.2f} dB")

@@ -35,19 +35,23 @@ def params(fmt):
 
 # ----------------------------------------------------------------------------- design (helper H1b adds it here)
 @click.command()
-@click.option("--budget", type=int, default=669_706, show_default=True, help="Parameter count to aim at (±1.5 %).")
+@click.option("--budget", type=int, help="Parameter count to aim at (±1.5 %); default: the Quickstart FCN's.")
 @click.option("--conv", type=int, default=3, show_default=True, help="Conv layers (CNNConfig networks have 3).")
 @click.option("--fc", type=int, default=2, show_default=True, help="FC layers (CNNConfig networks have 2).")
 @click.option("--top", type=int, default=10, show_default=True, help="How many designs to list (0 = all).")
 @click.option("--probe", is_flag=True, help="Rank by a short training probe instead of by FLOPs.")
 @click.option("--probe-designs", type=int, default=6, show_default=True, help="Designs the probe trains.")
 @click.option("--max-mflops", type=float, help="Only designs up to this many MFLOPs per image.")
-@click.option("--device", default="cpu", show_default=True, help="Device for --probe.")
+@click.option("--device", default="auto", show_default=True, help="Device for --probe (auto, cpu, cuda).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def design(budget, conv, fc, top, probe, probe_designs, max_mflops, device, fmt):
     """Search 3-conv + 2-FC CNNs within ±1.5 % of BUDGET parameters; print the best one's arithmetic."""
     from l335q.classify.design import designs_for, format_designs
+    from l335q.classify.models import FCN_PARAMS
+    from l335q.runner import resolve_device
 
+    budget = FCN_PARAMS if budget is None else budget
+    device = resolve_device(device) if probe else "cpu"
     answers, arithmetic, total = designs_for(budget, conv, fc, top, probe_designs if probe else 0,
                                              max_mflops * 1e6 if max_mflops else None, device,
                                              log_fn=lambda m: click.echo(m, err=True))

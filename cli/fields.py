@@ -32,11 +32,18 @@ def parse_sigma(value: str) -> float | str:
     return sigma
 
 
-def resolve_sigma(sigma: float | str, img, cfg, split: str) -> float:
-    """The σ to fit with. ``auto`` is where automatic σ (issue 5) plugs in: it may look at training pixels only."""
-    if sigma == "auto":
-        raise UserError("--sigma auto is not available in this version")
-    return float(sigma)
+def resolve_sigma(sigma: float | str, img, cfg, split: str, seed: int = 0, device: str = "cpu") -> float:
+    """The σ to fit with: ``auto`` is chosen from the training pixels of ``split`` only (fields.autosigma)."""
+    if sigma != "auto":
+        return float(sigma)
+    if cfg.encoding != "gaussian":
+        raise UserError("--sigma auto needs --encoding gaussian")
+    from l335q.fields.autosigma import auto_sigma
+
+    choice = auto_sigma(img, cfg, split, seed=seed, device=device)
+    click.echo(f"auto σ = {choice.sigma:g} ({len(choice.trials)} trial fits on training pixels, "
+               f"{choice.seconds:.1f} s)", err=True)
+    return choice.sigma
 
 
 def _strip(images) -> "np.ndarray":
@@ -73,9 +80,10 @@ def _strip(images) -> "np.ndarray":
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the reconstruction (seeds side by side) as PNG.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-# issue 5 adds --upsample K here (render the fit on a K-times denser grid)
+@click.option("--upsample", type=click.IntRange(2, 16), default=None,
+              help="Render the fit K times denser (pixel-centre aligned) into --out.")
 def fit(image, resolution, encoding, sigma, features, depth, width, activation, output_act, init, loss, optimizer,
-        lr, momentum, steps, batch_pixels, seeds, split, device, out, fmt):
+        lr, momentum, steps, batch_pixels, seeds, split, device, out, fmt, upsample):
     """Fit a neural field to IMAGE (sample:<name> or a PNG/JPEG/TIFF file) and report PSNR per seed."""
     from l335q.data.images import load_image, resize
     from l335q.fields.engine import FieldConfig, fit_image
@@ -88,19 +96,24 @@ def fit(image, resolution, encoding, sigma, features, depth, width, activation, 
     cfg = FieldConfig(depth=depth, width=width, activation=activation, output=output_act, encoding=encoding,
                       features=features, init=init, loss=loss, optimizer=optimizer, lr=lr, momentum=momentum,
                       steps=steps, batch_pixels=batch_pixels)
-    cfg.sigma = resolve_sigma(sigma, img, cfg, split)
-    cfg.check()
+    if upsample and not out:
+        raise UserError("--upsample needs --out FILE for the upsampled image")
     device = resolve_device(device)
+    cfg.sigma = resolve_sigma(sigma, img, cfg, split, seed_list[0], device)
+    cfg.check()
     result = fit_image(img, cfg, seed_list, device, split=split)
     if out:
         from pathlib import Path
 
         from l335q.plots import image_png
 
+        from l335q.fields.upsampling import render_dense
+
         h, w = img.shape[:2]
-        Path(out).write_bytes(image_png(_strip(result.render_image(h, w))))
+        rendered = render_dense(result, h, w, upsample) if upsample else result.render_image(h, w)
+        Path(out).write_bytes(image_png(_strip(rendered)))
     config = {"image": image, "resolution": resolution, "split": split, "seeds": seed_list, "device": device,
-              **cfg.as_dict()}
+              **cfg.as_dict(), **({"upsample": upsample} if upsample else {})}
     if fmt == "json":
         click.echo(json.dumps({"train_psnr": result.train_psnr, "heldout_psnr": result.heldout_psnr,
                                "seconds": round(result.seconds, 3), "config": config}))

@@ -48,6 +48,7 @@ class Schema:
     keys: dict[str, Key]
     seeds_per_job: int | None = 1     # None: all of a cell's seeds in one job; N: groups of at most N
     check: Callable[[dict], None] | None = None   # cross-key checks on one expanded job
+    prepare: Callable[[dict], dict] | None = None  # rewrites the raw spec before expansion (e.g. adds a grid value)
 
 
 def parse_seeds(value) -> list[int]:
@@ -151,6 +152,8 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
     kind = submittable(raw["task"])
     schema: Schema = kind.SCHEMA
     unknown = [k for k in raw if k not in schema.keys and k not in COMMON_KEYS]
+    if not unknown and schema.prepare:
+        raw = schema.prepare(dict(raw))
     if unknown:
         raise SpecError(f"spec key {unknown[0]!r} is unknown for task {raw['task']!r} "
                         f"(known: {', '.join(sorted(schema.keys))})")

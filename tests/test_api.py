@@ -10,13 +10,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from l335q.api.app import app
-from l335q.db import Artifact, Job, Submission, make_artifact, session_scope
+from l335q.db import Artifact, Submission, session_scope
 
 from conftest import l335q_cmd
 
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 TOKEN = "test-token-Zq81"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-TINY_YAML = "task: cls-compare\ntitle: api test\nseeds: [0]\nepochs: 1\ntrain_subset: 500\nbatch_size: 100\ndevice: cpu\n"
+TINY_YAML = ("task: cls-compare\ntitle: api test\nseeds: [0]\nepochs: 1\ntrain_subset: 500\ntest_subset: 500\n"
+             "batch_size: 100\ndevice: cpu\n")
 
 
 @pytest.fixture
@@ -71,6 +73,21 @@ def test_bad_specs_are_422_with_the_one_line_message(client, migrated_pg, monkey
     assert client.get("/submissions", headers=AUTH).json() == before
 
 
+def test_a_spec_cannot_make_the_server_read_its_own_files(client, migrated_pg, monkeypatch, tmp_path):
+    """A path in a file key would be read from the API server's disk and served back: refused."""
+    monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
+    secret = tmp_path / "server-secret.png"
+    secret.write_bytes(b"not for clients")
+    before = client.get("/submissions", headers=AUTH).json()
+    for path in (secret, tmp_path / "absent.png"):          # the same answer: no probing of the disk either
+        r = client.post("/submissions", content=json.dumps({"task": "inr-init", "image": str(path)}),
+                        headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"] == (f"spec key 'image': {str(path)!r} names a file; the "
+                                                              "HTTP API takes only sample: or upload: values "
+                                                              "(submit files with the CLI)"), r.text
+    assert client.get("/submissions", headers=AUTH).json() == before
+
+
 def test_unknown_ids_are_404(client, migrated_pg, monkeypatch):
     monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
     assert client.get("/submissions/987654", headers=AUTH).status_code == 404
@@ -108,44 +125,24 @@ def test_submit_status_results_artifact_through_a_worker(client, worker, service
     with session_scope() as s:
         stored = list(s.scalars(select(Artifact).where(Artifact.submission_id == sub["id"])))
         assert [a["id"] for a in listing] == [a.id for a in stored]
-    art = _an_artifact(sub["id"], listing)
-    r = client.get(f"/artifacts/{art['id']}", headers=AUTH)
-    assert r.status_code == 200
-    assert r.headers["content-type"].split(";")[0] == art["media_type"]
-    assert hashlib.sha256(r.content).hexdigest() == art["sha256"] == r.headers["x-content-sha256"]
-    assert len(r.content) == art["size"]
-
-
-def _an_artifact(sub_id: int, listing: list[dict]) -> dict:
-    """A PNG the job stored, if the task stores images; else one written to the job through the db helper."""
-    pngs = [a for a in listing if a["media_type"] == "image/png"]
-    if pngs:
-        return pngs[0]
-    png = _tiny_png()
-    with session_scope() as s:
-        job = s.scalars(select(Job).where(Job.submission_id == sub_id)).first()
-        art = make_artifact("api-test.png", png, submission_id=sub_id)
-        job.artifacts.append(art)
-        s.flush()
-        return {"id": art.id, "media_type": "image/png", "sha256": art.sha256, "size": art.size}
-
-
-def _tiny_png() -> bytes:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)).save(buf, format="PNG")
-    return buf.getvalue()
+    kinds = {a["media_type"] for a in listing}
+    assert {"image/png", "application/octet-stream"} <= kinds     # feature-map figures, CNN weights
+    for art in [next(a for a in listing if a["media_type"] == k) for k in sorted(kinds)]:
+        r = client.get(f"/artifacts/{art['id']}", headers=AUTH)
+        assert r.status_code == 200
+        assert r.headers["content-type"].split(";")[0] == art["media_type"]
+        assert hashlib.sha256(r.content).hexdigest() == art["sha256"] == r.headers["x-content-sha256"]
+        assert len(r.content) == art["size"] > 0
+        if art["media_type"] == "image/png":
+            assert r.content.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_embedded_mode_runs_jobs_in_the_api_process(client, migrated_pg, monkeypatch):
     """No broker: the API stores the submission and runs its jobs on its own background thread."""
     monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
     r = client.post("/submissions", content=json.dumps({"task": "cls-compare", "seeds": "3-4", "epochs": 1,
-                                                        "train_subset": 300, "batch_size": 100, "device": "cpu"}),
+                                                        "train_subset": 300, "test_subset": 300, "batch_size": 100,
+                                                        "device": "cpu"}),
                     headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 201, r.text
     assert r.json()["mode"] == "embedded" and r.json()["jobs"] == 2

@@ -181,7 +181,7 @@ def test_migrate_service_creates_the_tables(local_env, tmp_path):
     assert {"submissions", "jobs", "metrics", "artifacts", "alembic_version"} <= tables
 
 
-def test_worker_service_consumes_a_job(local_env, tmp_path):
+def test_worker_service_consumes_a_job(local_env, tmp_path, one_cpu_thread):
     """The worker command (with the compose environment) runs a real job submitted on its queue."""
     assert l335q_cmd("db", "upgrade", env=local_env).returncode == 0
     assert "--queues" in SERVICES["worker"]["command"]
@@ -211,6 +211,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never through an http_proxy from the env
+
+
 def test_api_service_answers_health(local_env, tmp_path):
     assert l335q_cmd("db", "upgrade", env=local_env).returncode == 0
     port = free_port()
@@ -225,13 +228,12 @@ def test_api_service_answers_health(local_env, tmp_path):
         deadline, body = time.monotonic() + 60, None
         while time.monotonic() < deadline and api.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
+                with DIRECT.open(f"http://127.0.0.1:{port}/health", timeout=3) as r:
                     body = json.load(r)
                 break
             except OSError:
                 time.sleep(0.3)
         assert body is not None, (tmp_path / "api.log").read_text()
-        assert body["status"] == "ok" and body["mode"] == "service"
-        assert make_url(body["database"]).database == make_url(local_env["L335Q_DATABASE_URL"]).database
+        assert body == {"status": "ok", "version": body["version"], "mode": "service"}
     finally:
         stop(api)

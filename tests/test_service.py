@@ -27,7 +27,7 @@ TINY = {"task": "cls-compare", "seeds": [0], "epochs": 1, "train_subset": 500, "
         "device": "cpu"}
 ROW_KEYS = {"model", "params", "seeds", "train_acc_mean", "train_acc_sd", "test_acc_mean", "test_acc_sd", "gap",
             "diagnosis"}
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_cpu_thread")]
 
 
 def write_spec(path: Path, **keys) -> Path:
@@ -84,7 +84,7 @@ def queue_len(env: dict) -> int:
 
 def test_worker_runs_a_cls_compare_submission_to_the_end(worker, service_env, tmp_path):
     spec = write_spec(tmp_path / "small.yaml", task="cls-compare", title="service test", seeds=[0, 1], epochs=2,
-                      train_subset=2000, test_subset=2000, batch_size=64, device="cpu")
+                      train_subset=2000, test_subset=1000, batch_size=64, device="cpu")
     q = service_env["L335Q_TEST_QUEUE"]
     sub = l335q_cmd("submit", spec, "--queue", q, "--wait", env=service_env, timeout=300)
     assert sub.returncode == 0, sub.stderr + (tmp_path / "worker0.log").read_text()[-3000:]
@@ -154,7 +154,13 @@ def children(pid: int) -> list[int]:
         return []
 
 
-LONGER = {**TINY, "train_subset": 3000, "epochs": 3}      # long enough to be killed mid-job
+# Long enough that the CNN still has epochs to go when the FCN's first epoch is logged (the kill signal).
+KILLABLE = {**TINY, "train_subset": 1500, "epochs": 3}
+
+
+def mid_job(job_id: int) -> str:
+    """The pattern of a progress line that the job logs only while it is training (not yet committed)."""
+    return f"job {job_id}: seed 0 fcn: epoch 1/"
 
 
 def test_killed_pool_process_job_is_redelivered_and_done_once(service_env, tmp_path):
@@ -165,16 +171,17 @@ def test_killed_pool_process_job_is_redelivered_and_done_once(service_env, tmp_p
     log = tmp_path / "worker.log"
     proc = start_worker(service_env, log)
     try:
-        _, (job_id,) = create_submission(LONGER)
+        _, (job_id,) = create_submission(KILLABLE)
         enqueue([job_id], service_env["L335Q_TEST_QUEUE"])
-        wait_for(lambda: job_row(job_id).state == "running", 120, "the job to start", logs=[log])
-        time.sleep(1.0)
-        assert job_row(job_id).state == "running"
+        wait_for(lambda: mid_job(job_id) in log.read_text(), 180, "the job to be mid-way", poll=0.1, logs=[log])
         pool = children(proc.pid)
         assert len(pool) == 1, pool
         os.kill(pool[0], signal.SIGKILL)
-        wait_for(lambda: job_row(job_id).state == "done", 240, "the redelivered job to be done", logs=[log])
+        job = job_row(job_id)
+        assert (job.state, job.attempts) in {("running", 1), ("running", 2)}
+        wait_for(lambda: job_row(job_id).state == "done", 300, "the redelivered job to be done", logs=[log])
         assert proc.poll() is None                          # the worker itself lived on
+        assert "WorkerLostError" in log.read_text()
     finally:
         stop_worker(proc)
     job = job_row(job_id)
@@ -184,31 +191,38 @@ def test_killed_pool_process_job_is_redelivered_and_done_once(service_env, tmp_p
 
 
 def test_killed_worker_job_is_done_once_by_the_next_worker(service_env, tmp_path):
-    """The whole worker (main process and pool) killed mid-job; a new worker picks the job up when the
-    broker's visibility timeout lapses, and the job ends done exactly once."""
-    from l335q.worker.app import enqueue
+    """The whole worker (main process and pool) killed mid-job; a new worker takes the job over once the
+    broker's visibility timeout (here 5 s) has lapsed, and the job ends done exactly once.
 
-    env = {**service_env, "L335Q_VISIBILITY_TIMEOUT": "5"}
-    first = start_worker(env, tmp_path / "first.log")
+    A short visibility timeout makes every worker on that Redis database restore *all* old unacked messages,
+    so this test uses a Redis database of its own (13), and submits through the CLI with that broker URL."""
+    env = {**service_env, "L335Q_VISIBILITY_TIMEOUT": "5",
+           "L335Q_BROKER_URL": service_env["L335Q_BROKER_URL"].rsplit("/", 1)[0] + "/13"}
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = start_worker(env, first_log)
     try:
-        _, (job_id,) = create_submission(LONGER)
-        enqueue([job_id], env["L335Q_TEST_QUEUE"])
-        wait_for(lambda: job_row(job_id).state == "running", 120, "the job to start", logs=[tmp_path / "first.log"])
-        time.sleep(1.0)
+        spec = write_spec(tmp_path / "killable.yaml", **KILLABLE)
+        sub = l335q_cmd("submit", spec, "--queue", env["L335Q_TEST_QUEUE"], env=env, check=True)
+        with session_scope() as s:
+            (job_id,) = s.scalars(select(Job.id).where(Job.submission_id == int(sub.stdout.split()[0]))).all()
+        wait_for(lambda: mid_job(job_id) in first_log.read_text(), 180, "the job to be mid-way",
+                 poll=0.1, logs=[first_log])
+        started = time.monotonic()
         os.killpg(first.pid, signal.SIGKILL)                 # main process and its pool, no goodbye
         first.wait(timeout=30)
-        time.sleep(1.0)
-        assert job_row(job_id).state == "running"            # nothing committed by the dead worker
-        assert metric_keys(job_id) == []
-        second = start_worker(env, tmp_path / "second.log")
+        assert (job_row(job_id).state, job_row(job_id).attempts) == ("running", 1)
+        assert metric_keys(job_id) == []                     # nothing committed by the dead worker
+        time.sleep(max(0.0, started + 6 - time.monotonic()))  # past the visibility timeout
+        second = start_worker(env, second_log)
         try:
-            wait_for(lambda: job_row(job_id).state == "done", 240, "the job to be done by the next worker",
-                     logs=[tmp_path / "first.log", tmp_path / "second.log"])
+            wait_for(lambda: job_row(job_id).state == "done", 300, "the job to be done by the next worker",
+                     logs=[first_log, second_log])
         finally:
             stop_worker(second)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+        redis.Redis.from_url(env["L335Q_BROKER_URL"]).delete(env["L335Q_TEST_QUEUE"])
     job = job_row(job_id)
     assert (job.state, job.attempts) == ("done", 2)
     keys = metric_keys(job_id)
@@ -244,3 +258,11 @@ def test_unreachable_broker_is_one_line_and_writes_nothing(service_env, tmp_path
         "error: broker unreachable at redis://127.0.0.1:1/0"), proc.stderr
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Submission)) == before
+
+
+@pytest.mark.parametrize("dead", ["database", "broker"])
+def test_worker_with_an_unreachable_service_exits_2(dead, service_env):
+    env = {**service_env, **({"L335Q_DATABASE_URL": DEAD_DB} if dead == "database" else {"L335Q_BROKER_URL": DEAD_BROKER})}
+    proc = l335q_cmd("worker", "--queues", service_env["L335Q_TEST_QUEUE"], env=env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(f"error: {dead} unreachable at ")

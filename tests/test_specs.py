@@ -2,7 +2,6 @@
 and leave the database untouched."""
 from __future__ import annotations
 
-import subprocess
 import sys
 from itertools import product
 

@@ -182,7 +182,7 @@ def designs_for(budget: int, conv: int = 3, fc: int = 2, top: int = 10, probe_n:
     at = rank_of(ranked, DEFAULT_CNN)
     if at is not None and at > len(shown):
         answers.append({"rank": at, "default_cnn": True, **ranked[at - 1].as_dict(budget)})
-    for d in shown:
+    for d in shown + ([ranked[at - 1]] if at is not None and at > len(shown) else []):
         verify(d)
     return answers, verify(ranked[0]), len(ranked)
 

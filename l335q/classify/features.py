@@ -18,7 +18,7 @@ import torch
 from ..plots import figure, png_bytes
 from .models import CNN, CNNConfig
 
-MOSAIC_COLUMNS = 16       # maps per row in a layer's mosaic
+MAX_COLUMNS = 16          # at most this many maps per row of a layer's mosaic
 WEIGHTS_NAME = "weights/cnn.pt"
 
 
@@ -31,10 +31,15 @@ def one_per_class(labels: torch.Tensor, per_class: int = 1) -> list[int]:
     return out
 
 
-def mosaic(maps: np.ndarray, columns: int = MOSAIC_COLUMNS) -> np.ndarray:
+def mosaic_columns(c: int) -> int:
+    """Maps per mosaic row: a power of two near sqrt(2C) (a mosaic about twice as wide as tall), at most 16."""
+    return min(c, MAX_COLUMNS, 2 ** math.ceil(math.log2(math.sqrt(2 * c))))
+
+
+def mosaic(maps: np.ndarray, columns: int | None = None) -> np.ndarray:
     """C x H x W maps, each scaled to [0, 1] on its own, tiled row-major into one image with 1-pixel gaps (NaN)."""
     c, h, w = maps.shape
-    cols = min(c, columns)
+    cols = min(c, columns or mosaic_columns(c))
     rows = math.ceil(c / cols)
     out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, dtype=np.float32)
     lo = maps.reshape(c, -1).min(1)[:, None, None]
@@ -86,7 +91,7 @@ def feature_figures(model: CNN, images: torch.Tensor, captions: list[str]) -> di
     out = {}
     for name, maps in layer_maps(model, images).items():
         meta = {"layer": name, "maps": int(maps.shape[1]), "size": list(maps.shape[2:]), "samples": len(captions),
-                "columns": min(int(maps.shape[1]), MOSAIC_COLUMNS)}
+                "columns": mosaic_columns(int(maps.shape[1]))}
         out[name] = (layer_figure(name, maps, images, captions), meta)
     return out
 

@@ -67,12 +67,16 @@ class FieldConfig:
         return asdict(self)
 
 
-def psnr(pred, target) -> torch.Tensor:
-    """PSNR in dB of colours in [0, 1], over every axis but the first when pred is (S, ...), else a scalar."""
+def psnr(pred, target) -> float:
+    """PSNR in dB of colours in [0, 1] over all of pred (any shape, e.g. an h x w x 3 image): 10·log10(1 / MSE)."""
     pred, target = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
-    err = (pred - target) ** 2
-    mse = err.flatten(1).mean(1) if err.dim() > 1 and pred.dim() == 3 else err.mean()
-    return 10.0 * torch.log10(1.0 / mse)
+    return float(10.0 * torch.log10(1.0 / ((pred - target) ** 2).mean()))
+
+
+def seed_psnr(pred, target) -> torch.Tensor:
+    """PSNR per seed: pred (S, ...) against target of the same shape (or broadcastable), over all other axes."""
+    pred, target = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
+    return 10.0 * torch.log10(1.0 / ((pred - target) ** 2).flatten(1).mean(1))
 
 
 # ----------------------------------------------------------------------------- one chunk of seeds: a field
@@ -202,21 +206,23 @@ def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step):
                 on_step(step, loss.detach())
     curve = torch.stack(losses).T.double().cpu() if losses else torch.empty(S, 0)
     out = model.render(coords).clamp(0.0, 1.0)
-    train = psnr(out, rgb.expand(S, -1, -1))
-    scores = {name: psnr(model.render(c).clamp(0.0, 1.0), t.expand(S, -1, -1)) for name, (c, t) in evals.items()}
+    train = seed_psnr(out, rgb.expand(S, -1, -1))
+    scores = {name: seed_psnr(model.render(c).clamp(0.0, 1.0), t.expand(S, -1, -1)) for name, (c, t) in evals.items()}
     bad = ~torch.isfinite(out).flatten(1).all(1)
     if curve.numel():
         bad |= ~torch.isfinite(curve).all(1)
-    model.cpu() if torch_dev.type != "cpu" else None
     return model, sampled, curve, train, scores, bad
 
 
 def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "cpu",
-               evals: dict | None = None, log_every: int | None = None, on_step=None) -> FitResult:
+               evals: dict | None = None, log_every: int | None = None, on_step=None,
+               chunk: int | None = None) -> FitResult:
     """Fit S = len(seeds) fields to pixels (coords (N, 2) in [0, 1)², rgb (N, 3) in [0, 1]).
 
     evals: name -> (coords, rgb) scored after training (e.g. {"heldout": ...}). log_every: loss sampling
-    interval in steps (default steps // 50). on_step(step, per-seed losses) is called at sampled steps.
+    interval in steps (default steps // 50). on_step(step, per-seed losses of the chunk) is called at sampled
+    steps (once per chunk of seeds). The fitted fields stay on ``device`` for ``render`` (parameters only).
+    chunk: seeds per batched model (default: as many as fit the device's memory).
     """
     cfg.check()
     if not seeds:
@@ -228,7 +234,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     log_every = max(1, log_every or cfg.steps // 50)
     in_dim = 2 if cfg.encoding == "none" else 2 * frequency_matrix(cfg.encoding, [0], cfg.features, cfg.sigma).shape[-1]
     pixels = min(cfg.batch_pixels or coords.shape[0], coords.shape[0])
-    chunk = seed_chunk(cfg, len(seeds), pixels, device, in_dim)
+    chunk = min(chunk or len(seeds), seed_chunk(cfg, len(seeds), pixels, device, in_dim))
     t0 = time.perf_counter()
     fields, train, scores, curves, bad, steps = [], [], {k: [] for k in evals}, [], [], []
     for i in range(0, len(seeds), chunk):
@@ -254,10 +260,11 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
 
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",
-              log_every: int | None = None, on_step=None) -> FitResult:
+              log_every: int | None = None, on_step=None, chunk: int | None = None) -> FitResult:
     """Fit an H x W x 3 image; with ``split="every-other"`` train on [::2, ::2] and score ``heldout`` on the rest."""
     from ..data.images import split_pixels
 
     (coords, rgb), heldout = split_pixels(img, split)
     evals = {"heldout": heldout} if heldout is not None else {}
-    return fit_pixels(coords, rgb, cfg, seeds, device, evals=evals, log_every=log_every, on_step=on_step)
+    return fit_pixels(coords, rgb, cfg, seeds, device, evals=evals, log_every=log_every, on_step=on_step,
+                      chunk=chunk)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import UserError
+from .engine import psnr
 
 BASELINES = ("bicubic", "bilinear", "nearest")
 METHODS = ("inr",) + BASELINES
@@ -96,12 +97,6 @@ def interpolate(low: np.ndarray, factor: int, method: str) -> np.ndarray:
     for axis in (0, 1):
         out = _resample_axis(out, int(factor), method, axis)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def psnr(pred: np.ndarray, target: np.ndarray) -> float:
-    """PSNR in dB of colours in [0, 1]."""
-    mse = float(np.mean((np.asarray(pred, np.float64) - np.asarray(target, np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
 def ssim(pred: np.ndarray, target: np.ndarray) -> float:

@@ -136,7 +136,7 @@ def results(data: SubmissionData) -> Table:
         row, dx = model_row(data, model, f"{model}/")
         rows.append(row)
         if dx:
-            lines.append(dx.sentence(f"{model.upper()} (mean curves over {row['seeds']} seeds)"))
+            lines.append(dx.sentence(f"{model.upper()} (mean curves over {row['seeds']} seed{'s' * (row['seeds'] != 1)})"))
         elif row["diverged"]:
             lines.append(f"{model.upper()}: every seed diverged (non-finite loss); no accuracy to report.")
     gains = paired_test_gain(data)

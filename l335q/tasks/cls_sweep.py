@@ -11,16 +11,21 @@ Results: one row per (model, lr, batch_size), and words computed from the rows (
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from ..classify.sweep_summary import find_sweeps, label, summarise
+from matplotlib.ticker import MaxNLocator
+
+from ..classify.sweep_summary import CHANCE, find_sweeps, label, n_seeds, summarise
 from ..plots import band, figure, save
 from ..results import JobData, SubmissionData, Table, group_jobs, mean, mean_curve
 from ..specs import Key, Schema
 from .cls_compare import MODELS, TRAIN_KEYS, curves, load_data, model_row, run_model
 
 REACH = 0.85             # epochs_to_85: the first epoch whose mean test accuracy reaches this
+PRACTICAL = {"epochs": 10, "train_subset": None, "test_subset": None}   # how the practical's sweeps were run
 CELL = ("model", "lr", "batch_size")
+PANELS_PER_ROW = 3
 
 SCHEMA = Schema(keys={
     "model": Key(str, "cnn", choices=MODELS, help="cnn (cls-compare's CNN) or fcn (the Quickstart net)"),
@@ -93,7 +98,13 @@ def results(data: SubmissionData) -> Table:
         notes.append(f"{len(unfinished)} of {len(data.jobs)} jobs not finished (queued, running, failed or cancelled)")
     columns = ["model", "lr", "batch_size", "seeds", "train_acc_mean", "train_acc_sd", "test_acc_mean", "test_acc_sd",
                "gap", "epochs_to_85", "seconds_per_epoch", "diverged", "diagnosis"]
-    return Table("cls-sweep", columns, rows, data.id, summarise(rows), notes)
+    summary = summarise(rows)
+    differs = {k: data.spec.get(k) for k, v in PRACTICAL.items() if data.spec.get(k, v) != v}
+    if summary and differs:
+        summary.append("caveat: the practical's sweeps ran 10 epochs on all 60,000 training images; this submission "
+                       f"differs ({', '.join(f'{k} {v}' for k, v in differs.items())}), so its absolute accuracies "
+                       "(e.g. 'about 89 %') are not like for like.")
+    return Table("cls-sweep", columns, rows, data.id, summary, notes)
 
 
 def plot(data: SubmissionData, out: Path, **options) -> None:
@@ -103,8 +114,11 @@ def plot(data: SubmissionData, out: Path, **options) -> None:
     rows = [{"model": m, "lr": lr, "batch_size": b} for m, lr, b in sorted(groups)]
     sweeps = find_sweeps(rows)
     panels = [(sw.name, sw.axis, sw.rows) for sw in sweeps] or [("one setting", None, rows)]
-    fig, axes = figure(1, len(panels), size=(5.5, 4.0))
-    for ax, (title, axis, cells) in zip(axes[0], panels):
+    ncols = min(PANELS_PER_ROW, len(panels))
+    fig, axes = figure(math.ceil(len(panels) / ncols), ncols, size=(5.5, 4.0), layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (title, axis, cells) in zip(axes.flat, panels):
         for i, cell in enumerate(cells):
             jobs = groups[tuple(cell[k] for k in CELL)]
             name = label(axis, cell[axis]) if axis else ", ".join(label(k, cell[k]) for k in CELL)
@@ -112,8 +126,10 @@ def plot(data: SubmissionData, out: Path, **options) -> None:
                 cs = list(curves(data, "", f"{split}_acc", jobs).values())
                 steps, m, d = mean_curve(cs)
                 if steps:
-                    band(ax, steps, m, d, f"{name} {split} ({len(cs)} seeds)", color=f"C{i}", linestyle=style)
-        ax.set(xlabel="epoch", ylabel="accuracy", title=title)
+                    band(ax, steps, m, d, f"{name} {split} ({n_seeds(len(cs))})", color=f"C{i}", linestyle=style)
+        ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 * CHANCE:g} %)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel="accuracy", title=title, ylim=(0, 1))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

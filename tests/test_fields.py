@@ -1,0 +1,201 @@
+"""The neural-field engine: initialisers, encodings, batched == one-by-one, PSNR, divergence, `l335q fit`,
+and an inr-init submission run by a real worker against the real Redis and PostgreSQL."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from l335q.data.images import load_image, resize
+from l335q.fields.encodings import encode, frequency_matrix
+from l335q.fields.engine import FieldConfig, fit_image, psnr, seed_psnr
+from l335q.fields.models import INITIALISERS, SIREN_W0, BatchedMLP
+from tests.conftest import l335q_cmd
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return resize(load_image("sample:camera"), 16)
+
+
+# ----------------------------------------------------------------------------- initialisers
+
+def expected(init: str, k: int, fan_in: int, fan_out: int) -> tuple[str, float, str, float]:
+    """(weight law, its bound or std, bias law, its bound) for layer k, straight from the formulas."""
+    lin = 1 / math.sqrt(fan_in)
+    return {
+        "default": ("uniform", lin, "uniform", lin),
+        "kaiming-normal": ("normal", math.sqrt(2 / fan_in), "zero", 0.0),
+        "kaiming-uniform": ("uniform", math.sqrt(6 / fan_in), "zero", 0.0),
+        "xavier-normal": ("normal", math.sqrt(2 / (fan_in + fan_out)), "zero", 0.0),
+        "xavier-uniform": ("uniform", math.sqrt(6 / (fan_in + fan_out)), "zero", 0.0),
+        "siren": ("uniform", 1 / fan_in if k == 0 else math.sqrt(6 / fan_in) / SIREN_W0, "uniform", lin),
+    }[init]
+
+
+def check_law(values: torch.Tensor, law: str, scale: float, what: str):
+    v = values.double().flatten()
+    if law == "zero":
+        assert torch.count_nonzero(v) == 0, what
+        return
+    if law == "uniform":
+        assert v.abs().max() <= scale * (1 + 1e-6), what
+        assert v.abs().max() >= 0.95 * scale, what
+        std = scale / math.sqrt(3)
+    else:
+        std = scale
+        assert abs(v.mean()) < 4 * std / math.sqrt(len(v)), what
+    assert abs(v.std() / std - 1) < max(0.06, 5 / math.sqrt(len(v))), f"{what}: std {v.std():.4g} vs {std:.4g}"
+
+
+@pytest.mark.parametrize("init", INITIALISERS)
+def test_initialiser_matches_its_formula_layer_by_layer(init):
+    mlp = BatchedMLP(seeds=[0, 1], in_dim=64, depth=4, width=128, init=init, activation="sine" if init == "siren" else "relu")
+    sizes = [(64, 128), (128, 128), (128, 128), (128, 3)]
+    for k, ((fi, fo), w, b) in enumerate(zip(sizes, mlp.weights, mlp.biases)):
+        assert w.shape == (2, fi, fo) and b.shape == (2, 1, fo)
+        wlaw, wscale, blaw, bscale = expected(init, k, fi, fo)
+        if fo >= 100:      # the 3-wide output layer is too small for statistics; its bounds are still checked
+            check_law(w, wlaw, wscale, f"{init} layer {k} weights")
+        else:
+            assert w.abs().max() <= (wscale * (1 + 1e-6) if wlaw == "uniform" else 6 * wscale)
+        if blaw == "zero" or fo >= 100:
+            check_law(b, blaw, bscale, f"{init} layer {k} biases")
+        assert not torch.equal(w[0], w[1]), "two seeds drew the same weights"
+
+
+def test_default_is_exactly_torch_nn_linear():
+    mlp = BatchedMLP(seeds=[7, 3], in_dim=2, depth=3, width=32)
+    torch.manual_seed(3)
+    layers = [nn.Linear(2, 32), nn.Linear(32, 32), nn.Linear(32, 3)]
+    for k, layer in enumerate(layers):
+        assert torch.equal(mlp.weights[k][1], layer.weight.t())
+        assert torch.equal(mlp.biases[k][1, 0], layer.bias)
+
+
+def test_a_seed_is_the_same_network_alone_or_in_a_batch():
+    alone = BatchedMLP(seeds=[5], in_dim=8, depth=3, width=16, init="xavier-normal")
+    batch = BatchedMLP(seeds=[2, 5, 9], in_dim=8, depth=3, width=16, init="xavier-normal")
+    for wa, wb in zip(alone.weights, batch.weights):
+        assert torch.equal(wa[0], wb[1])
+    assert torch.equal(frequency_matrix("gaussian", [5], 16, 3.0)[0], frequency_matrix("gaussian", [2, 5], 16, 3.0)[1])
+
+
+def test_encodings():
+    g = torch.tensor([[0.25, 0.5]])
+    basic = encode(g, frequency_matrix("basic", [0]))
+    assert torch.allclose(basic[0, 0], torch.tensor([0.0, -1.0, 1.0, 0.0]), atol=1e-6)   # cos 2πg, sin 2πg
+    B = frequency_matrix("gaussian", [0, 1], features=4000, sigma=10.0)
+    assert B.shape == (2, 2, 4000) and abs(B[0].std().item() - 10.0) < 0.5
+    P = frequency_matrix("posenc", [0], features=8, sigma=16.0)[0]
+    assert torch.allclose(P[0, :4], torch.tensor([1.0, 2.0, 4.0, 8.0])) and torch.count_nonzero(P[1, :4]) == 0
+    assert encode(g, B).shape == (2, 1, 8000) and encode(g, None).shape == (1, 1, 2)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+def test_psnr_on_known_inputs():
+    target = torch.rand(2, 100, 3, dtype=torch.float64)
+    assert seed_psnr(target + 0.1, target).tolist() == pytest.approx([20.0, 20.0], abs=1e-9)   # MSE 0.01
+    assert psnr(target + 0.1, target) == pytest.approx(20.0, abs=1e-9)
+    half = torch.zeros(2, 10, 3, dtype=torch.float64)
+    half[1] = 0.5
+    assert seed_psnr(half, torch.zeros_like(half)).tolist() == [math.inf, pytest.approx(10 * math.log10(4))]
+    assert psnr(np.zeros((4, 4, 3)), np.ones((4, 4, 3))) == 0.0       # an image: one number, not one per row
+
+
+@pytest.mark.parametrize("optimizer,batch_pixels", [("adam", None), ("sgd", 64), ("rmsprop", None)])
+def test_batched_equals_one_by_one(tiny, optimizer, batch_pixels):
+    cfg = FieldConfig(depth=3, width=32, encoding="gaussian", features=16, sigma=3.0, optimizer=optimizer,
+                      lr=1e-2 if optimizer == "sgd" else 1e-3, steps=40, batch_pixels=batch_pixels, loss="huber")
+    seeds = [0, 1, 2]
+    batched = fit_image(tiny, cfg, seeds, split="every-other")
+    chunked = fit_image(tiny, cfg, seeds, split="every-other", chunk=2)
+    assert batched.chunk == 3 and chunked.chunk == 2
+    for i, s in enumerate(seeds):
+        solo = fit_image(tiny, cfg, [s], split="every-other")
+        for other in (batched, chunked):
+            assert other.train_psnr[i] == pytest.approx(solo.train_psnr[0], abs=1e-5)
+            assert other.heldout_psnr[i] == pytest.approx(solo.heldout_psnr[0], abs=1e-5)
+            np.testing.assert_allclose(other.loss_curve[i], solo.loss_curve[0], rtol=1e-5)
+            np.testing.assert_allclose(other.render_image(8, 8)[i], solo.render_image(8, 8)[0], atol=1e-5)
+    assert len({round(p, 3) for p in batched.train_psnr}) == 3, "seeds should differ"
+
+
+def test_reported_psnr_is_the_psnr_of_the_render(tiny):
+    r = fit_image(tiny, FieldConfig(depth=2, width=16, steps=20), [4])
+    img = r.render_image(16, 16)[0]
+    assert r.train_psnr[0] == pytest.approx(10 * math.log10(1 / np.mean((img - tiny) ** 2)), abs=1e-4)
+
+
+def test_gaussian_features_beat_raw_coordinates():
+    img = resize(load_image("sample:astronaut"), 32)
+    base = dict(depth=3, width=32, steps=100, lr=2e-3)
+    raw = fit_image(img, FieldConfig(encoding="none", **base), [0])
+    ffn = fit_image(img, FieldConfig(encoding="gaussian", features=32, sigma=8.0, **base), [0])
+    assert ffn.train_psnr[0] > raw.train_psnr[0] + 5.0, (ffn.train_psnr, raw.train_psnr)
+
+
+def test_a_diverging_seed_is_flagged_and_leaves_the_others_alone(tiny):
+    cfg = FieldConfig(depth=4, width=32, steps=30, optimizer="sgd", lr=1e4, output="relu")
+    r = fit_image(tiny, cfg, [0, 1, 2, 3])
+    assert any(r.diverged) and not all(r.diverged), r.diverged
+    for i, s in enumerate([0, 1, 2, 3]):
+        if r.diverged[i]:
+            assert r.train_psnr[i] is None
+        else:
+            assert r.train_psnr[i] == pytest.approx(fit_image(tiny, cfg, [s]).train_psnr[0], abs=1e-6)
+
+
+def test_bad_config_is_a_user_error(tiny):
+    from l335q import UserError
+
+    with pytest.raises(UserError, match="optimizer"):
+        fit_image(tiny, FieldConfig(optimizer="lbfgs"), [0])
+
+
+# ----------------------------------------------------------------------------- the CLI and the service
+
+def test_fit_cli_json_and_png(tmp_path):
+    out = tmp_path / "fit.png"
+    p = l335q_cmd("fit", "sample:camera", "--resolution", "16", "--encoding", "gaussian", "--features", "16",
+                  "--sigma", "4", "--depth", "3", "--width", "32", "--steps", "20", "--seeds", "0-1",
+                  "--split", "every-other", "--format", "json", "--out", out)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert set(doc) == {"train_psnr", "heldout_psnr", "seconds", "config"}
+    assert len(doc["train_psnr"]) == 2 and len(doc["heldout_psnr"]) == 2
+    assert doc["config"]["sigma"] == 4.0 and doc["config"]["split"] == "every-other"
+    from l335q.plots import png_array
+    assert png_array(out.read_bytes()).shape == (16, 2 * 16 + 2, 3)      # two seeds side by side
+    p = l335q_cmd("fit", "sample:camera", "--resolution", "8", "--steps", "2", "--format", "json")
+    assert p.returncode == 0 and json.loads(p.stdout)["heldout_psnr"] is None
+
+
+def test_inr_init_through_a_real_worker(service_env, worker, tmp_path):
+    from PIL import Image
+
+    Image.fromarray((resize(load_image("sample:coffee"), 16) * 255).astype(np.uint8)).save(tmp_path / "mine.png")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("task: inr-init\nimage: mine.png\nresolution: 12\ninitialiser: [default, kaiming-normal]\n"
+                    "seeds: \"0-3\"\nseed_group: 2\nsteps: 15\nwidth: 16\ndepth: 3\n")
+    q = service_env["L335Q_TEST_QUEUE"]
+    p = l335q_cmd("submit", spec, "--queue", q, "--wait", env=service_env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    p = l335q_cmd("results", "--task", "inr-init", "--format", "json", env=service_env)
+    assert p.returncode == 0, p.stderr
+    rows = {r["initialiser"]: r for r in json.loads(p.stdout)["rows"]}
+    assert set(rows) == {"default", "kaiming-normal"}
+    for r in rows.values():
+        assert r["seeds"] == 4 and r["psnr_min"] <= r["psnr_median"] <= r["psnr_max"]
+        fails = round((1 - r["frac_above_15"]) * 4)
+        assert r["verdict"] == ("> 15 dB for every seed" if fails == 0 else f"fails for {fails} of 4 seeds")
+    out = tmp_path / "plot.png"
+    p = l335q_cmd("plot", "--task", "inr-init", "--out", out, env=service_env)
+    assert p.returncode == 0 and out.stat().st_size > 10_000, p.stderr
