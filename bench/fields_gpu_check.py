@@ -1,12 +1,9 @@
 """Device checks for the field engine: batched == one-by-one on CUDA, seed chunking, and the Tancik 2D setup."""
 import json
 import sys
-import time
 
-import torch
-
-from l335q.data.images import load_image, resize, split_pixels
-from l335q.fields.engine import FieldConfig, fit_image, fit_pixels, seed_chunk
+from l335q.data.images import load_image, resize
+from l335q.fields.engine import FieldConfig, fit_image, seed_chunk
 
 out = {}
 img = resize(load_image("sample:astronaut"), 64)

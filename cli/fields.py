@@ -46,7 +46,7 @@ def resolve_sigma(sigma: float | str, img, cfg, split: str, seed: int = 0, devic
     return choice.sigma
 
 
-def _strip(images) -> "np.ndarray":
+def _strip(images):
     import numpy as np
 
     gap = np.ones((images.shape[1], 2, 3), dtype=np.float32)

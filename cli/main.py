@@ -253,7 +253,9 @@ def cancel(submission_id):
 @cli.command()
 @click.argument("submission_id", type=int)
 @click.option("--queue", default="l335q", show_default=True)
-def retry(submission_id, queue):
+@click.option("--running", is_flag=True,
+              help="Also jobs left 'running' by a process that died (an interrupted embedded submit).")
+def retry(submission_id, queue, running):
     """Run a submission's failed, cancelled and stuck queued jobs again."""
     from sqlalchemy import select
 
@@ -267,7 +269,8 @@ def retry(submission_id, queue):
     with session_scope() as s:
         get_submission(s, submission_id)
         jobs = list(s.scalars(select(Job).where(Job.submission_id == submission_id,
-                                                Job.state.in_(["failed", "cancelled", "queued"]))))
+                                                Job.state.in_(["failed", "cancelled", "queued"]
+                                                              + (["running"] if running else [])))))
         for j in jobs:
             j.state, j.error = "queued", None
         ids = [j.id for j in jobs]

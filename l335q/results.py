@@ -96,6 +96,12 @@ class Table:
 
 # ----------------------------------------------------------------------------- statistics helpers
 
+def unfinished_note(data: "SubmissionData", missing: str = "cells") -> list[str]:
+    """[] when every job is final and done, else one note saying how many are missing from the table."""
+    pending = len(data.jobs) - len(data.done())
+    return [f"{pending} of {len(data.jobs)} jobs not finished (or failed): their {missing} are missing"] if pending else []
+
+
 def finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 

@@ -5,10 +5,10 @@ postgresql://postgres@127.0.0.1:5432) and L335Q_TEST_REDIS (default redis://127.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -31,20 +31,29 @@ def embedded_home(tmp_path, monkeypatch):
     yield tmp_path
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str):
+    """A new PostgreSQL database's URL, dropped (with its connections) afterwards."""
     import psycopg2
 
-    name = f"l335q_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(f"{PG}/postgres")
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG}/{name}"
-    from l335q.db import get_engine
-    get_engine.cache_clear()
-    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        from l335q.db import get_engine
+        get_engine.cache_clear()
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    with fresh_pg_database("l335q_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import yaml
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from conftest import PG, REDIS, ROOT, l335q_cmd
+from conftest import REDIS, ROOT, fresh_pg_database, l335q_cmd
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -142,18 +142,9 @@ def test_dockerfile_cuda_base_non_root_entrypoint():
 @pytest.fixture(scope="module")
 def local_env():
     """The compose variables pointed at this machine: a fresh PostgreSQL database, Redis, an own queue."""
-    import psycopg2
-
-    name = f"l335q_compose_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(f"{PG}/postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    yield {"L335Q_DATABASE_URL": f"{PG}/{name}", "L335Q_BROKER_URL": f"{REDIS}/0",
-           "L335Q_QUEUE": f"l335q-compose-{uuid.uuid4().hex[:8]}"}
-    from l335q.db import get_engine
-    get_engine.cache_clear()
-    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with fresh_pg_database("l335q_compose") as url:
+        yield {"L335Q_DATABASE_URL": url, "L335Q_BROKER_URL": f"{REDIS}/0",
+               "L335Q_QUEUE": f"l335q-compose-{uuid.uuid4().hex[:8]}"}
 
 
 def run_service(name: str, env: dict, tmp_path, **popen) -> subprocess.Popen:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from l335q import UserError
 from l335q.config import broker_url, redact
@@ -35,6 +36,17 @@ def run_job(self, job_id: int) -> str | None:
     return execute_job(int(job_id), worker=self.request.hostname)
 
 
+@worker_process_init.connect
+def _share_the_cores(**_):
+    """Each pool process gets its share of the CPU cores (start() sets OMP_NUM_THREADS): PyTorch processes
+    that each take every core thrash one another as soon as two jobs run side by side."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def check_broker() -> None:
     """Raise a one-line UserError when the broker cannot be reached."""
     url = app.conf.broker_url
@@ -56,5 +68,6 @@ def start(concurrency: int = 1, queues: str = DEFAULT_QUEUE, device: str | None 
     if device:
         os.environ["L335Q_DEVICE"] = device
     check_broker()
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     app.worker_main(["worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}",
                      "--without-gossip", "--without-mingle", "--without-heartbeat"])

@@ -17,6 +17,7 @@ import gzip
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +65,11 @@ def _extract_into_cache(src: Path) -> Path:
     for name in FILES:
         target = raw / name.removesuffix(".gz")
         if not target.is_file() or target.stat().st_mtime < (src / name).stat().st_mtime:
-            part = target.with_name(target.name + ".part")
-            with gzip.open(src / name) as fin, open(part, "wb") as fout:
+            # a private temporary name, then an atomic rename: workers extracting at once never collide
+            with gzip.open(src / name) as fin, \
+                    tempfile.NamedTemporaryFile(dir=raw, prefix=target.name, suffix=".part", delete=False) as fout:
                 shutil.copyfileobj(fin, fout)
-            part.replace(target)
+            Path(fout.name).replace(target)
     return root
 
 

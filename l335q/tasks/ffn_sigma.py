@@ -19,7 +19,7 @@ from ..data.images import load_image, read_input, resize  # noqa: F401  (read_in
 from ..fields.engine import fit_image
 from ..fields.jobs import field_config, field_keys, resolve_sigma, seed_metrics
 from ..plots import band, figure, image_png, png_array, save
-from ..results import SubmissionData, Table, group_jobs, mean, sd
+from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
 from ..specs import Key, Schema
 from .inr_init import target_image
 
@@ -124,9 +124,7 @@ def results(data: SubmissionData) -> Table:
     notes = [f"held-out PSNR on the 3/4 of pixels not in [::2, ::2]; resolution {spec.get('resolution')}, "
              f"{spec.get('steps')} steps, depth {spec.get('depth')}, width {spec.get('width')}, m = {spec.get('features')}, "
              f"{spec.get('optimizer')} lr {spec.get('lr')}; sd over seeds; auto σ chosen from training pixels only"]
-    pending = len(data.jobs) - len(data.done())
-    if pending:
-        notes.append(f"{pending} of {len(data.jobs)} jobs not finished (or failed): their cells are missing")
+    notes += unfinished_note(data, "cells")
     columns = ["image", "sigma", "seeds", "train_psnr_mean", "heldout_psnr_mean", "heldout_psnr_sd", "best",
                "sigma_auto", "heldout_psnr_auto", "loss_vs_best_db"]
     return Table("ffn-sigma", columns, rows, data.id, summary, notes)

@@ -20,7 +20,7 @@ from ..fields.engine import fit_image
 from ..fields.jobs import check_auto, field_config, field_keys, resolve_sigma, seed_metrics, varying
 from ..fields.summary import consistency
 from ..plots import figure, image_png, save
-from ..results import SubmissionData, Table, group_jobs, mean, sd
+from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
 from ..specs import Schema
 
 CONFIG_KEYS = ("depth", "width", "loss", "optimizer")
@@ -78,9 +78,7 @@ def results(data: SubmissionData) -> Table:
     notes = [f"PSNR (MSE-based, whatever the training loss) on {'held-out pixels (every-other split)' if split == 'every-other' else 'every pixel'}; "
              f"{spec.get('steps')} steps, {spec.get('activation')} hidden layers, {spec.get('output')} output, "
              f"encoding {spec.get('encoding')}, init {spec.get('init')}; psnr_sd is over seeds"]
-    pending = len(data.jobs) - len(data.done())
-    if pending:
-        notes.append(f"{pending} of {len(data.jobs)} jobs not finished (or failed): their cells are missing")
+    notes += unfinished_note(data, "cells")
     summary = consistency(rows, config_keys, input_keys) if rows else []
     columns = [*config_keys, *input_keys, "seeds", "psnr_mean", "psnr_sd", "diverged"]
     return Table("inr-arch", columns, rows, data.id, summary, notes)

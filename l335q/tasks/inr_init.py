@@ -26,7 +26,7 @@ from ..data.images import load_image, read_input, resize  # noqa: F401  (read_in
 from ..fields.engine import OPTIMIZERS, FieldConfig, fit_image
 from ..fields.models import INITIALISERS, OUTPUTS
 from ..plots import figure, image_png, png_array, save
-from ..results import SubmissionData, Table, finite, group_jobs
+from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
 
 THRESHOLD_DB = 15.0
@@ -121,9 +121,7 @@ def results(data: SubmissionData) -> Table:
     notes = [f"{spec.get('steps')} steps, depth {spec.get('depth')}, width {spec.get('width')}, {spec.get('optimizer')} "
              f"lr {spec.get('lr')}, raw (x, y) input, ReLU hidden layers, {spec.get('output')} output; PSNR on every "
              f"pixel; a diverged seed counts as a failure"]
-    pending = len(data.jobs) - len(data.done())
-    if pending:
-        notes.append(f"{pending} of {len(data.jobs)} jobs not finished (or failed): their seeds are missing")
+    notes += unfinished_note(data, "seeds")
     columns = ["initialiser", *extra, "seeds", "psnr_min", "psnr_median", "psnr_max", "frac_above_15", "verdict"]
     return Table("inr-init", columns, rows, data.id, sorted(summary), notes)
 
