@@ -180,7 +180,7 @@ def results(task, submission_id, fmt):
     from l335q.results import load, render
     from l335q.tasks import get_kind
 
-    kind = get_kind(task)
+    kind = get_kind(task, "--task")
     with session_scope() as s:
         table = kind.results(load(s, submission_id, task))
     click.echo(render(table, fmt or "table"))
@@ -198,7 +198,7 @@ def plot(task, submission_id, job_id, samples, out):
     from l335q.results import load
     from l335q.tasks import get_kind
 
-    kind = get_kind(task)
+    kind = get_kind(task, "--task")
     options = {k: v for k, v in {"job_id": job_id, "samples": samples}.items() if v is not None}
     with session_scope() as s:
         if job_id is not None and submission_id is None:

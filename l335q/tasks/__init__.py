@@ -26,9 +26,9 @@ KINDS = {
 }
 
 
-def get_kind(name) -> ModuleType:
+def get_kind(name, where: str = "spec key 'task'") -> ModuleType:
     if not isinstance(name, str) or name not in KINDS:
-        raise UserError(f"spec key 'task': unknown task kind {name!r} (known: {', '.join(KINDS)})")
+        raise UserError(f"{where}: unknown task kind {name!r} (known: {', '.join(KINDS)})")
     try:
         return importlib.import_module(KINDS[name])
     except ModuleNotFoundError as exc:
