@@ -123,6 +123,9 @@ def alembic_config(url: str):
     return cfg
 
 
+_ENGINES: list = []      # every engine made in this process (for after_fork)
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None):
     url = url or database_url()
@@ -134,7 +137,18 @@ def get_engine(url: str | None = None):
         @event.listens_for(engine, "connect")
         def _fk_on(dbapi_conn, _):  # SQLite enforces foreign keys only when asked
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
+    _ENGINES.append(engine)
     return engine
+
+
+def after_fork() -> None:
+    """In a forked child (a Celery pool process): never reuse the parent's pooled connections.
+
+    Two processes talking over one inherited PostgreSQL socket corrupt each other's protocol state
+    ("error with status PGRES_TUPLES_OK and no message from the libpq"). ``dispose(close=False)`` drops
+    the pool without closing the parent's sockets; this process then opens its own."""
+    for engine in _ENGINES:
+        engine.dispose(close=False)
 
 
 def upgrade(url: str | None = None) -> None:

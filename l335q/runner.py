@@ -97,6 +97,17 @@ def _finish(job_id: int, ctx: JobContext, state: str, error: str | None, seconds
         return True
 
 
+def mark_failed(job_id: int, error: str, url: str | None = None) -> None:
+    """Record a failure that happened outside the task's own code (best effort: the database may be down)."""
+    try:
+        with session_scope(url) as s:
+            job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+            if job is not None and job.state not in FINAL_STATES:
+                job.state, job.error, job.finished_at = "failed", error, utcnow()
+    except Exception:
+        log.exception("job %d: could not record its failure", job_id)
+
+
 def execute_job(job_id: int, worker: str | None = None, url: str | None = None) -> str | None:
     """Claim, run and commit one job. Returns the final state written, or None if nothing was done."""
     worker = worker or socket.gethostname()

@@ -59,10 +59,10 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.25, logs: lis
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
 
 
-def start_worker(env: dict, log: Path) -> subprocess.Popen:
+def start_worker(env: dict, log: Path, concurrency: int = 1) -> subprocess.Popen:
     """A real `l335q worker` process (its own session, so its pool can be killed with it)."""
     return subprocess.Popen([sys.executable, "-m", "l335q.cli.main", "worker", "--queues", env["L335Q_TEST_QUEUE"],
-                             "--device", "cpu"], env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                             "--device", "cpu", "--concurrency", str(concurrency)], env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -266,3 +266,27 @@ def test_worker_with_an_unreachable_service_exits_2(dead, service_env):
     proc = l335q_cmd("worker", "--queues", service_env["L335Q_TEST_QUEUE"], env=env, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(f"error: {dead} unreachable at ")
+
+
+def test_a_pool_of_two_runs_many_short_jobs_each_once(service_env, tmp_path):
+    """`--concurrency 2` forks two pool processes from a parent that has already talked to PostgreSQL: each
+    must open its own connections (sharing the parent's socket corrupts both: jobs left 'running')."""
+    spec = write_spec(tmp_path / "many.yaml", task="inr-init", image="sample:camera", resolution=8, steps=20,
+                      depth=2, width=16, initialiser=["default", "xavier-normal"], seeds="0-9", seed_group=1,
+                      device="cpu")
+    out = l335q_cmd("submit", spec, "--queue", service_env["L335Q_TEST_QUEUE"], env=service_env, check=True)
+    sub_id = int(out.stdout.split()[-1])
+    log = tmp_path / "pool.log"
+    proc = start_worker(service_env, log, concurrency=2)
+    try:
+        def final():
+            with session_scope() as s:
+                jobs = list(s.scalars(select(Job).where(Job.submission_id == sub_id)))
+                return jobs if all(j.state in ("done", "failed", "diverged") for j in jobs) else None
+        jobs = wait_for(final, 240, "all 20 jobs final", logs=[log])
+    finally:
+        stop_worker(proc)
+    assert len(jobs) == 20
+    assert [(j.id, j.state, j.error) for j in jobs if j.state != "done"] == []
+    assert {j.attempts for j in jobs} == {1}
+    assert "PGRES" not in log.read_text() and "DatabaseError" not in log.read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from itertools import product
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -63,6 +64,16 @@ def test_numbers_are_normalised():
 def test_seed_ranges(text, seeds):
     assert parse_seeds(text) == seeds
     assert [j["seeds"] for j in expand(spec(seeds=text)).jobs] == [[s] for s in seeds]
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(p.parent.parent.parent)))
+def test_every_example_spec_is_valid(path):
+    """The README points users at examples/: each must expand, as written, into jobs of its own task kind."""
+    exp = expand(load_spec_file(path))
+    assert exp.jobs and exp.spec["task"] in path.name
 
 
 def test_seed_groups_split_seeds_into_jobs():

@@ -13,7 +13,8 @@ from celery.signals import worker_process_init
 
 from l335q import UserError
 from l335q.config import broker_url, redact
-from l335q.runner import execute_job
+from l335q.db import after_fork
+from l335q.runner import execute_job, mark_failed
 
 DEFAULT_QUEUE = "l335q"
 
@@ -31,15 +32,26 @@ app.conf.update(
 )
 
 
-@app.task(name="l335q.run_job", bind=True)
+@app.task(name="l335q.run_job", bind=True, max_retries=3)
 def run_job(self, job_id: int) -> str | None:
-    return execute_job(int(job_id), worker=self.request.hostname)
+    """Run one job. A task's own errors are stored by ``execute_job``; what escapes it is the service's
+    (the database dropped the connection mid-commit, ...): the job is delivered again a little later, and
+    after the last try it is marked failed with that error, never left 'running' with nobody on it."""
+    try:
+        return execute_job(int(job_id), worker=self.request.hostname)
+    except Exception as exc:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=5 * 2 ** self.request.retries)
+        mark_failed(int(job_id), f"gave up after {self.max_retries + 1} tries: {type(exc).__name__}: {exc}")
+        raise
 
 
 @worker_process_init.connect
-def _share_the_cores(**_):
-    """Each pool process gets its share of the CPU cores (start() sets OMP_NUM_THREADS): PyTorch processes
-    that each take every core thrash one another as soon as two jobs run side by side."""
+def _pool_process_init(**_):
+    """A pool process opens its own database connections (never the parent's, see ``db.after_fork``) and
+    gets its share of the CPU cores (start() sets OMP_NUM_THREADS): PyTorch processes that each take every
+    core thrash one another as soon as two jobs run side by side."""
+    after_fork()
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads:
         import torch

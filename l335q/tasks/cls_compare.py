@@ -147,7 +147,7 @@ def results(data: SubmissionData) -> Table:
         lines.append(f"CNN − FCN final test accuracy: {100 * mean(gains):+.2f} points (sd {100 * sd(gains):.2f} over "
                      f"{len(gains)} seeds); the CNN is ahead in {better} of {len(gains)} seeds. The practical report's "
                      f"single-run claim of {100 * REPORT_TEST_GAIN:+.1f} points is {'consistent' if held else 'not consistent'}"
-                     f" with this (within {100 * tolerance:.2f} points = max(2 sd, {100 * CLAIM_TOLERANCE:.1f}).")
+                     f" with this (tolerance {100 * tolerance:.2f} points: the larger of 2 sd and {100 * CLAIM_TOLERANCE:.1f}).")
     epochs = {r["epochs"] for r in rows if r["seeds"]}
     notes = [f"accuracies at the final epoch ({', '.join(map(str, sorted(epochs)))}); mean ± sd over seeds; "
              "gap = train_acc_mean − test_acc_mean"] if epochs else []
