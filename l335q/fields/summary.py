@@ -14,6 +14,12 @@ from collections import defaultdict
 from ..results import mean
 
 
+def training_text(spec: dict) -> str:
+    """The fixed training settings of a field submission, for a table's note: '300 steps, depth 3, ...'."""
+    return (f"{spec.get('steps')} steps, depth {spec.get('depth')}, width {spec.get('width')}, "
+            f"{spec.get('optimizer')} lr {spec.get('lr')}")
+
+
 def describe(config: tuple, keys: list[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in zip(keys, config))
 

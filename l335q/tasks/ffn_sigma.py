@@ -18,6 +18,7 @@ import numpy as np
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.engine import fit_image
 from ..fields.jobs import field_config, field_keys, resolve_sigma, seed_metrics
+from ..fields.summary import training_text
 from ..plots import band, figure, image_png, png_array, save
 from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
 from ..specs import Key, Schema
@@ -122,8 +123,7 @@ def results(data: SubmissionData) -> Table:
                        f"worst {losses[worst]:.2f} dB ({worst})")
     spec = data.spec
     notes = [f"held-out PSNR on the 3/4 of pixels not in [::2, ::2]; resolution {spec.get('resolution')}, "
-             f"{spec.get('steps')} steps, depth {spec.get('depth')}, width {spec.get('width')}, m = {spec.get('features')}, "
-             f"{spec.get('optimizer')} lr {spec.get('lr')}; sd over seeds; auto σ chosen from training pixels only"]
+             f"{training_text(spec)}, m = {spec.get('features')}; sd over seeds; auto σ chosen from training pixels only"]
     notes += unfinished_note(data, "cells")
     columns = ["image", "sigma", "seeds", "train_psnr_mean", "heldout_psnr_mean", "heldout_psnr_sd", "best",
                "sigma_auto", "heldout_psnr_auto", "loss_vs_best_db"]

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.engine import OPTIMIZERS, FieldConfig, fit_image
 from ..fields.models import INITIALISERS, OUTPUTS
+from ..fields.summary import training_text
 from ..plots import figure, image_png, png_array, save
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
@@ -118,9 +119,8 @@ def results(data: SubmissionData) -> Table:
                        f"no initialiser stays above {THRESHOLD_DB:g} dB for every seed{where}; the most reliable is "
                        f"{best['initialiser']} ({best['verdict']}, median {best['psnr_median']:.2f} dB)")
     spec = data.spec
-    notes = [f"{spec.get('steps')} steps, depth {spec.get('depth')}, width {spec.get('width')}, {spec.get('optimizer')} "
-             f"lr {spec.get('lr')}, raw (x, y) input, ReLU hidden layers, {spec.get('output')} output; PSNR on every "
-             f"pixel; a diverged seed counts as a failure"]
+    notes = [f"{training_text(spec)}, raw (x, y) input, ReLU hidden layers, {spec.get('output')} output; PSNR on "
+             f"every pixel; a diverged seed counts as a failure"]
     notes += unfinished_note(data, "seeds")
     columns = ["initialiser", *extra, "seeds", "psnr_min", "psnr_median", "psnr_max", "frac_above_15", "verdict"]
     return Table("inr-init", columns, rows, data.id, sorted(summary), notes)
