@@ -73,9 +73,14 @@ def resolve_device(requested: str = "auto") -> str:
     return requested
 
 
+def _locked(s, job_id: int) -> Job | None:
+    """The job's row, locked until the session commits (concurrent deliveries queue up behind it)."""
+    return s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+
+
 def _claim(job_id: int, worker: str, url: str | None) -> tuple[str, dict, int] | None:
     with session_scope(url) as s:
-        job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+        job = _locked(s, job_id)
         if job is None or job.state in FINAL_STATES:
             return None
         job.state, job.worker, job.started_at = "running", worker, utcnow()
@@ -85,7 +90,7 @@ def _claim(job_id: int, worker: str, url: str | None) -> tuple[str, dict, int] |
 
 def _finish(job_id: int, ctx: JobContext, state: str, error: str | None, seconds: float, url: str | None) -> bool:
     with session_scope(url) as s:
-        job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+        job = _locked(s, job_id)
         if job is None or job.state in FINAL_STATES:
             return False  # another delivery got there first (or the job was cancelled): keep its result
         job.metrics.extend(ctx.metrics)
@@ -101,7 +106,7 @@ def mark_failed(job_id: int, error: str, url: str | None = None) -> None:
     """Record a failure that happened outside the task's own code (best effort: the database may be down)."""
     try:
         with session_scope(url) as s:
-            job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+            job = _locked(s, job_id)
             if job is not None and job.state not in FINAL_STATES:
                 job.state, job.error, job.finished_at = "failed", error, utcnow()
     except Exception:
