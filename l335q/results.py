@@ -99,7 +99,8 @@ class Table:
 def unfinished_note(data: "SubmissionData", missing: str = "cells") -> list[str]:
     """[] when every job is final and done, else one note saying how many are missing from the table."""
     pending = len(data.jobs) - len(data.done())
-    return [f"{pending} of {len(data.jobs)} jobs not finished (or failed): their {missing} are missing"] if pending else []
+    return [f"{pending} of {len(data.jobs)} jobs not done (queued, running, failed or cancelled): their {missing} "
+            "are missing"] if pending else []
 
 
 def finite(values) -> list[float]:

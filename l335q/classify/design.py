@@ -180,9 +180,11 @@ def designs_for(budget: int, conv: int = 3, fc: int = 2, top: int = 10, probe_n:
     answers = [{"rank": i + 1, "default_cnn": d.config == DEFAULT_CNN, **d.as_dict(budget)}
                for i, d in enumerate(shown)]
     at = rank_of(ranked, DEFAULT_CNN)
-    if at is not None and at > len(shown):
+    listed = list(shown)
+    if at is not None and at > len(shown):     # cls-compare's CNN is always listed, at its own rank
         answers.append({"rank": at, "default_cnn": True, **ranked[at - 1].as_dict(budget)})
-    for d in shown + ([ranked[at - 1]] if at is not None and at > len(shown) else []):
+        listed.append(ranked[at - 1])
+    for d in listed:
         verify(d)
     return answers, verify(ranked[0]), len(ranked)
 

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..classify.diagnosis import diagnose
 from ..classify.engine import OPTIMIZERS, History, TrainConfig
+from ..classify.sweep_summary import n_seeds
 from ..plots import band, figure, save
 from ..results import SubmissionData, Table, mean, mean_curve, sd
 from ..specs import Key, Schema
@@ -130,13 +131,21 @@ def paired_test_gain(data: SubmissionData) -> list[float]:
     return [cnn[s][-1][1] - fcn[s][-1][1] for s in sorted(set(fcn) & set(cnn))]
 
 
+def subset_note(spec: dict) -> list[str]:
+    """A table note when the jobs trained or scored on the first N images only (cls-compare and cls-sweep)."""
+    if not (spec.get("train_subset") or spec.get("test_subset")):
+        return []
+    return [f"subsets: first {spec.get('train_subset') or 60000} training and first "
+            f"{spec.get('test_subset') or 10000} test images"]
+
+
 def results(data: SubmissionData) -> Table:
     rows, lines = [], []
     for model in MODELS:
         row, dx = model_row(data, model, f"{model}/")
         rows.append(row)
         if dx:
-            lines.append(dx.sentence(f"{model.upper()} (mean curves over {row['seeds']} seed{'s' * (row['seeds'] != 1)})"))
+            lines.append(dx.sentence(f"{model.upper()} (mean curves over {n_seeds(row['seeds'])})"))
         elif row["diverged"]:
             lines.append(f"{model.upper()}: every seed diverged (non-finite loss); no accuracy to report.")
     gains = paired_test_gain(data)
@@ -151,9 +160,7 @@ def results(data: SubmissionData) -> Table:
     epochs = {r["epochs"] for r in rows if r["seeds"]}
     notes = [f"accuracies at the final epoch ({', '.join(map(str, sorted(epochs)))}); mean ± sd over seeds; "
              "gap = train_acc_mean − test_acc_mean"] if epochs else []
-    if data.spec.get("train_subset") or data.spec.get("test_subset"):
-        notes.append(f"subsets: first {data.spec.get('train_subset') or 60000} training and first "
-                     f"{data.spec.get('test_subset') or 10000} test images")
+    notes += subset_note(data.spec)
     columns = ["model", "params", "seeds", "train_acc_mean", "train_acc_sd", "test_acc_mean", "test_acc_sd", "gap",
                "diagnosis"]
     return Table("cls-compare", columns + ["epochs", "diverged", "seconds_per_epoch"], rows, data.id, lines, notes)

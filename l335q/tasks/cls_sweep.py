@@ -18,9 +18,9 @@ from matplotlib.ticker import MaxNLocator
 
 from ..classify.sweep_summary import CHANCE, find_sweeps, label, n_seeds, summarise
 from ..plots import band, figure, save
-from ..results import JobData, SubmissionData, Table, group_jobs, mean, mean_curve
+from ..results import JobData, SubmissionData, Table, group_jobs, mean, mean_curve, unfinished_note
 from ..specs import Key, Schema
-from .cls_compare import MODELS, TRAIN_KEYS, curves, load_data, model_row, run_model
+from .cls_compare import MODELS, TRAIN_KEYS, curves, load_data, model_row, run_model, subset_note
 
 REACH = 0.85             # epochs_to_85: the first epoch whose mean test accuracy reaches this
 PRACTICAL = {"epochs": 10, "train_subset": None, "test_subset": None}   # how the practical's sweeps were run
@@ -90,12 +90,8 @@ def results(data: SubmissionData) -> Table:
              f"'diverged' counts the others; gap = train_acc_mean − test_acc_mean; epochs_to_85 = first epoch whose "
              f"mean test accuracy reaches {100 * REACH:g} % (– = never); seconds_per_epoch = training steps + "
              f"the engine's two evaluation passes"] if rows else []
-    if data.spec.get("train_subset") or data.spec.get("test_subset"):
-        notes.append(f"subsets: first {data.spec.get('train_subset') or 60000} training and first "
-                     f"{data.spec.get('test_subset') or 10000} test images")
-    unfinished = [j for j in data.jobs if j.state not in ("done", "diverged")]
-    if unfinished:
-        notes.append(f"{len(unfinished)} of {len(data.jobs)} jobs not finished (queued, running, failed or cancelled)")
+    notes += subset_note(data.spec)
+    notes += unfinished_note(data, "seeds")
     columns = ["model", "lr", "batch_size", "seeds", "train_acc_mean", "train_acc_sd", "test_acc_mean", "test_acc_sd",
                "gap", "epochs_to_85", "seconds_per_epoch", "diverged", "diagnosis"]
     summary = summarise(rows)
