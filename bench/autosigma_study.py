@@ -1,0 +1,161 @@
+"""Measure candidate validation schemes for automatic σ against the held-out curve, on one σ lattice.
+
+  python bench/autosigma_study.py --images sky,grass --resolution 48 --out bench/results/autosigma-48.jsonl
+
+For each image and each σ on the lattice 0.25·2^(k/4), writes one JSON line: the held-out PSNR per seed
+(every-other split, the quantity ffn-sigma scores) and, per scheme, the validation PSNR per fold and seed
+of fits made on the training pixels only. Schemes (a fold = fit on one part of the training pixels,
+validate on the rest):
+  cb      checkerboard halves of the training lattice (2 folds);
+  quarter the four [a::2, b::2] sub-lattices (4 folds; the held-out geometry at half the density);
+  holes5  (col + 2·row) % 5 == k held out (folds k = 0, 1, 2; every hole's 4 neighbours are fit pixels);
+  holes8  (col + 3·row) % 8 == k held out (folds k = 0, 4).
+Lines already in --out are kept and skipped (the run can be resumed). ``--analyse`` reads the file and
+prints, per selection rule (σ up to autosigma's cap), the held-out loss against the spec grid's best
+(rules ranked by their worst image; autosigma's own rule is ``cb edge0.5 x2^(0/4) s1``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+import numpy as np
+
+SCHEMES = ("cb", "quarter", "holes5", "holes8")
+SPEC_GRID = (0.5, 1, 2, 5, 10, 20, 50)
+
+
+def folds(coords: np.ndarray, scheme: str) -> list[np.ndarray]:
+    """Boolean masks over the training pixels: True = validate, False = fit."""
+    from l335q.fields.autosigma import lattice_index
+
+    col, row = lattice_index(coords)
+    if scheme == "cb":
+        return [(col + row) % 2 == k for k in (1, 0)]
+    if scheme == "quarter":
+        return [~((col % 2 == a) & (row % 2 == b)) for a in (0, 1) for b in (0, 1)]
+    if scheme == "holes5":
+        return [(col + 2 * row) % 5 == k for k in (0, 1, 2)]
+    if scheme == "holes8":
+        return [(col + 3 * row) % 8 == k for k in (0, 4)]
+    raise ValueError(scheme)
+
+
+def measure(a) -> None:
+    import torch
+
+    from l335q.data.images import load_image, resize, split_pixels
+    from l335q.fields.engine import FieldConfig, fit_pixels
+
+    torch.set_num_threads(a.threads)
+    done = set()
+    if os.path.exists(a.out):
+        done = {(r["image"], r["resolution"], r["sigma"]) for r in map(json.loads, open(a.out))}
+    cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
+    sigmas = [round(0.25 * 2 ** (k / 4), 6) for k in range(a.kmax + 1)]
+    for name in a.images.split(","):
+        img = resize(load_image(f"sample:{name}"), a.resolution)
+        (c, r), (hc, hr) = split_pixels(img, "every-other")
+        for s in sigmas:
+            if (name, a.resolution, s) in done:
+                continue
+            cfg.sigma = s
+            row = {"image": name, "resolution": a.resolution, "sigma": s,
+                   "heldout": fit_pixels(c, r, cfg, list(range(a.seeds)), "cpu",
+                                         evals={"h": (hc, hr)}).eval_psnr["h"]}
+            for scheme in a.schemes.split(","):
+                row[scheme] = [fit_pixels(c[~v], r[~v], cfg, [0, 1], "cpu", evals={"v": (c[v], r[v])}).eval_psnr["v"]
+                               for v in folds(c, scheme)]
+            with open(a.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(name, s, round(float(np.mean(row["heldout"])), 2), flush=True)
+
+
+def val_curve(rows, scheme, folds_used=None, seeds_used=(0,)):
+    """σ -> mean validation PSNR over the chosen folds and seeds."""
+    out = {}
+    for r in rows:
+        fl = r[scheme] if folds_used is None else [r[scheme][k] for k in folds_used if k < len(r[scheme])]
+        vals = [f[s] for f in fl for s in seeds_used]
+        out[r["sigma"]] = -math.inf if None in vals else float(np.mean(vals))
+    return out
+
+
+def pick(curve: dict, rule: str) -> int:
+    """Index (on the sorted lattice) a rule picks from a validation curve.
+
+    argmax; smooth (argmax of the running mean over 3 neighbours); vertex (parabola in log σ through the
+    top points, its vertex); edge<d> (the largest σ whose validation PSNR is within d dB of the best)."""
+    s = sorted(curve)
+    v = np.array([curve[x] for x in s])
+    v = np.where(np.isfinite(v), v, np.nanmin(np.where(np.isfinite(v), v, np.nan)))
+    i = int(np.argmax(v))
+    if rule == "argmax":
+        return i
+    if rule == "smooth":
+        return int(np.argmax([np.mean(v[max(0, j - 1): j + 2]) for j in range(len(v))]))
+    if rule == "vertex":
+        lo, hi = max(0, i - 3), min(len(v), i + 4)
+        c = np.polyfit(np.arange(lo, hi), v[lo:hi], 2)
+        return int(np.clip(round(-c[1] / (2 * c[0])) if c[0] < 0 else i, 0, len(v) - 1))
+    if rule.startswith("edge"):
+        d = float(rule[4:])
+        return int(max(j for j in range(len(v)) if v[j] >= v[i] - d))
+    raise ValueError(rule)
+
+
+def analyse(path: str, top: int = 40) -> None:
+    rows = [json.loads(line) for line in open(path)]
+    by = {}
+    for r in rows:
+        by.setdefault((r["image"], r["resolution"]), []).append(r)
+    rules = {}
+    have = set(rows[0]) & set(SCHEMES)
+    combos = {"cb": ("cb",), "quarter": ("quarter",), "holes5": ("holes5",), "holes8": ("holes8",),
+              "cb+h5": ("cb", "holes5"), "cb+h8": ("cb", "holes8"), "h5+h8": ("holes5", "holes8")}
+    for cname, schemes in combos.items():
+        if not set(schemes) <= have:
+            continue
+        for k in range(0, 6):
+            for rule in ("argmax", "smooth", "vertex", "edge0.25", "edge0.5", "edge1"):
+                for seeds in ((0,), (0, 1)):
+                    rules[f"{cname} {rule} x2^({k}/4) s{len(seeds)}"] = (schemes, k, rule, seeds)
+    table = {}
+    for name, (schemes, k, rule, seeds) in rules.items():
+        losses = []
+        for key, rs in sorted(by.items()):
+            held = {r["sigma"]: float(np.mean(r["heldout"])) for r in rs}
+            lattice = sorted(held)
+            best_spec = max(held[s] for s in lattice if any(abs(s - g) / g < 0.2 for g in SPEC_GRID))
+            capped = [r for r in rs if r["sigma"] <= r["resolution"] / 8]     # autosigma.cap: training side / 4
+            curves = [val_curve(capped, sc, seeds_used=seeds) for sc in schemes]
+            curve = {s: float(np.mean([c[s] for c in curves])) for s in curves[0]}
+            i = min(pick(curve, rule) + k, len(lattice) - 1)
+            losses.append((key[0], max(held.values()) - held[lattice[i]], best_spec - held[lattice[i]]))
+        table[name] = losses
+    ranked = sorted(table.items(), key=lambda kv: (max(x[2] for x in kv[1]), np.mean([x[2] for x in kv[1]])))
+    for name, losses in ranked[:top]:
+        worst = max(x[2] for x in losses)
+        ok = sum(x[2] <= 0.3 for x in losses)
+        print(f"{name:30s} worst {worst:5.2f} mean {np.mean([x[2] for x in losses]):5.2f} ok {ok}/{len(losses)}  " +
+              " ".join(f"{n[:5]}:{l2:.2f}" for n, l1, l2 in losses))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", default="camera,astronaut,chelsea,grass,sky,coffee,brick,gravel,rocket,hubble")
+    p.add_argument("--resolution", type=int, default=48)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--features", type=int, default=96)
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--kmax", type=int, default=28, help="lattice 0.25·2^(k/4), k = 0..kmax")
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="bench/results/autosigma-study.jsonl")
+    p.add_argument("--analyse", action="store_true")
+    a = p.parse_args()
+    analyse(a.out) if a.analyse else measure(a)
