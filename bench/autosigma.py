@@ -29,7 +29,6 @@ p.add_argument("--width", type=int, default=128)
 p.add_argument("--features", type=int, default=128)
 p.add_argument("--seeds", type=int, default=2)
 p.add_argument("--sigmas", default="0.5,0.75,1,1.5,2,3,5,7,10,15,20,30,50")
-p.add_argument("--refine", type=int, default=1)
 p.add_argument("--tol", type=float, default=0.5, help="auto σ: the largest σ within this many dB of the best")
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 p.add_argument("--threads", type=int, default=2)
@@ -48,7 +47,7 @@ for name in a.images.split(","):
         grid[s] = float(np.mean(fit_image(img, cfg, seeds, a.device, split="every-other").heldout_psnr))
     t0 = time.perf_counter()
     choice = auto_sigma(img, cfg, "every-other", seed=seeds[0], device=a.device,
-                        search=Search(steps=a.trial_steps, refine=a.refine, tol_db=a.tol))
+                        search=Search(steps=a.trial_steps, tol_db=a.tol))
     t_auto = time.perf_counter() - t0
     scaled = {}
     for c in map(float, a.scales.split(",")):

@@ -106,7 +106,7 @@ def pick(curve: dict, rule: str) -> int:
     raise ValueError(rule)
 
 
-def analyse(path: str, top: int = 40) -> None:
+def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
     rows = [json.loads(line) for line in open(path)]
     by = {}
     for r in rows:
@@ -136,7 +136,7 @@ def analyse(path: str, top: int = 40) -> None:
             losses.append((key[0], max(held.values()) - held[lattice[i]], best_spec - held[lattice[i]]))
         table[name] = losses
     ranked = sorted(table.items(), key=lambda kv: (max(x[2] for x in kv[1]), np.mean([x[2] for x in kv[1]])))
-    for name, losses in ranked[:top]:
+    for name, losses in ([(n, table[n]) for n in only] if only else ranked[:top]):
         worst = max(x[2] for x in losses)
         ok = sum(x[2] <= 0.3 for x in losses)
         print(f"{name:30s} worst {worst:5.2f} mean {np.mean([x[2] for x in losses]):5.2f} ok {ok}/{len(losses)}  " +
@@ -157,5 +157,6 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/results/autosigma-study.jsonl")
     p.add_argument("--analyse", action="store_true")
+    p.add_argument("--rules", default=None, help="with --analyse: print only these rules (comma-separated names)")
     a = p.parse_args()
-    analyse(a.out) if a.analyse else measure(a)
+    analyse(a.out, only=a.rules.split(",") if a.rules else None) if a.analyse else measure(a)

@@ -8,10 +8,10 @@ The method, a validation split inside the training pixels and a search over log 
   1. split: the training pixels lie on a lattice (every pixel for split ``all``, [::2, ::2] for
      ``every-other``); a checkerboard over that lattice fits on the (i + j) even half and validates on
      the odd half, and then the other way round (validation PSNR: the mean of the two);
-  2. coarse: σ = lo, lo·√2, lo·2, ... up to hi (default: a quarter of the training lattice's side, where
+  2. σ = lo, lo·2^(1/4), lo·2^(1/2), ... up to hi (default: a quarter of the training lattice's side, where
      most features reach its Nyquist frequency and beyond which held-out PSNR only falls);
-  3. the choice is the LARGEST σ whose validation PSNR is within ``tol_db`` (0.5 dB) of the best, and
-     ``refine`` times the σ half a log step above it is tried too. Why the largest: a validation pixel
+  3. the choice is the LARGEST σ whose validation PSNR is within ``tol_db`` (0.5 dB) of the best.
+     Why the largest: a validation pixel
      is a whole lattice step from the fit pixels around it, a held-out pixel only half a step, so
      validation punishes the fine detail of a large σ harder than held-out scoring will; among σ that
      validate about equally well, the largest is the one held-out pixels favour. It also copes with
@@ -35,8 +35,7 @@ import numpy as np
 class Search:
     lo: float = 0.25               # smallest σ tried
     hi: float | None = None        # largest σ tried (None: a quarter of the training lattice's side, see cap)
-    ratio: float = math.sqrt(2)    # coarse step, as a factor
-    refine: int = 1                # halvings of the log step above the chosen σ
+    ratio: float = 2 ** 0.25       # step between the σ tried, as a factor (four per octave)
     steps: int | None = None       # steps per trial fit (None: the configuration's own)
     folds: int = 2                 # 1: fit on the even half only; 2: also the odd half, validation PSNRs averaged
     tol_db: float = 0.5            # the largest σ whose validation PSNR is within this of the best wins
@@ -85,20 +84,10 @@ def coarse_sigmas(lo: float, hi: float, ratio: float) -> list[float]:
     return [lo * ratio**k for k in range(n)]
 
 
-def pick_sigma(score, lo: float, hi: float, search: Search) -> tuple[float, float]:
-    """(chosen σ, best-validating σ): a coarse pass over lo, lo·ratio, ... hi; the largest σ within tol_db of
-    the best validation PSNR wins; ``refine`` times, the point half a log step above it is tried as well."""
-    sigmas = coarse_sigmas(lo, hi, search.ratio)
+def pick_sigma(score, sigmas: list[float], tol_db: float) -> tuple[float, float]:
+    """(chosen σ, best-validating σ): the largest σ whose score is within tol_db of the best score."""
     best = max(sigmas, key=score)
-    chosen = max(s for s in sigmas if score(s) >= score(best) - search.tol_db)
-    step = math.log(search.ratio)
-    for _ in range(search.refine):
-        step /= 2
-        up = chosen * math.exp(step)
-        if up <= hi * (1 + 1e-9) and score(up) >= score(best) - search.tol_db:
-            chosen = up
-        best = max((best, up), key=score) if up <= hi * (1 + 1e-9) else best
-    return chosen, best
+    return max(s for s in sigmas if score(s) >= score(best) - tol_db), best
 
 
 def choose_sigma(coords, rgb, cfg, seed: int = 0, device: str = "cpu", search: Search = Search(),
@@ -125,7 +114,7 @@ def choose_sigma(coords, rgb, cfg, seed: int = 0, device: str = "cpu", search: S
         return -math.inf if tried[sigma] is None else tried[sigma]
 
     hi = search.hi if search.hi is not None else max(search.lo, cap(coords))
-    chosen, best = pick_sigma(score, search.lo, hi, search)
+    chosen, best = pick_sigma(score, coarse_sigmas(search.lo, hi, search.ratio), search.tol_db)
     return SigmaChoice(sigma=float(f"{chosen:.6g}"), validated=float(f"{best:.6g}"), trials=list(tried.items()),
                        fit_pixels=int(even.sum()), val_pixels=int((~even).sum()), seconds=time.perf_counter() - t0)
 
