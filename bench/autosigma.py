@@ -2,9 +2,10 @@
 
   python bench/autosigma.py --resolution 64 --steps 300 --depth 3 --width 128 --features 128 \\
       --images sky,grass,astronaut,camera --device cpu
-Prints one line per image: the grid's best σ and held-out PSNR, the automatic σ, its held-out PSNR and
-the loss in dB (positive: auto is worse), the time the automatic choice took, and with --scales the loss
-of the automatic σ times each factor (to check the choice's bias).
+Prints one JSON line per image: the grid's best σ and held-out PSNR, the automatic σ, its held-out PSNR
+and the loss in dB (positive: auto is worse), the time the automatic choice took, every trial's validation
+PSNR, and with --scales the loss of the automatic σ times each factor (to check the choice's bias); then a
+table of them (``--report rows.jsonl`` prints that table again from a saved file).
 """
 from __future__ import annotations
 
@@ -34,7 +35,24 @@ p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--scales", default="1", help="also score auto σ times these factors (bias check), e.g. 1,1.19,1.41")
 p.add_argument("--jsonl", default=None, help="append each image's row to this file")
+p.add_argument("--report", default=None, help="only print the table of the rows in this .jsonl file")
 a = p.parse_args()
+
+
+def report(rows: list[dict], target: float = 0.3) -> None:
+    """One line per image, then how many land within ``target`` dB of the grid's best."""
+    print(f"{'image':22s} {'best σ':>7s} {'best dB':>8s} {'auto σ':>7s} {'auto dB':>8s} {'loss dB':>8s} {'auto s':>7s}")
+    for r in rows:
+        print(f"{r['image']:22s} {r['best_sigma']:7.3g} {r['best_psnr']:8.2f} {r['auto_sigma']:7.3g} "
+              f"{r['auto_psnr']:8.2f} {r['loss_db']:8.2f} {r['auto_seconds']:7.1f}" + ("" if r["loss_db"] <= target else "  > target"))
+    worst = max(rows, key=lambda r: r["loss_db"])
+    print(f"within {target:g} dB of the grid's best: {sum(r['loss_db'] <= target for r in rows)} of {len(rows)} images; "
+          f"worst {worst['loss_db']:.2f} dB ({worst['image']}); mean loss {np.mean([r['loss_db'] for r in rows]):.2f} dB")
+
+
+if a.report:
+    report([json.loads(line) for line in open(a.report)])
+    raise SystemExit(0)
 torch.set_num_threads(a.threads)
 cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
 seeds = list(range(a.seeds))
@@ -66,4 +84,5 @@ for name in a.images.split(","):
         with open(a.jsonl, "a") as f:
             f.write(json.dumps(row) + "\n")
 print(f"resolution {a.resolution}, steps {a.steps}, {a.depth}x{a.width}, m={a.features}, seeds {a.seeds}, "
-      f"device {a.device}: worst loss {max(r['loss_db'] for r in out):.2f} dB")
+      f"device {a.device}, σ grid {a.sigmas}")
+report(out)

@@ -8,18 +8,18 @@ The method, a validation split inside the training pixels and a search over log 
   1. split: the training pixels lie on a lattice (every pixel for split ``all``, [::2, ::2] for
      ``every-other``); a checkerboard over that lattice fits on the (i + j) even half and validates on
      the odd half, and then the other way round (validation PSNR: the mean of the two);
-  2. σ = lo, lo·2^(1/4), lo·2^(1/2), ... up to hi (default: a quarter of the training lattice's side, where
-     most features reach its Nyquist frequency and beyond which held-out PSNR only falls);
-  3. the choice is the LARGEST σ whose validation PSNR is within ``tol_db`` (0.5 dB) of the best.
-     Why the largest: a validation pixel
-     is a whole lattice step from the fit pixels around it, a held-out pixel only half a step, so
-     validation punishes the fine detail of a large σ harder than held-out scoring will; among σ that
-     validate about equally well, the largest is the one held-out pixels favour. It also copes with
-     bimodal validation curves (hubble: blurred point sources score almost as well as sharp ones on the
-     validation half, not on held-out pixels).
-Measured in ``bench/autosigma_study.py`` (validation and held-out curves of 16 images on one σ lattice)
-and end to end by ``bench/autosigma.py``; numbers in bench/RESULTS.md. The previous rule (best σ times
-√2, for the fit half's sparser sampling) missed by up to 1.9 dB on hubble.
+  2. σ = lo, lo·2^(1/4), lo·2^(1/2), ... up to hi (default: a quarter of the training lattice's side,
+     where most features reach its Nyquist frequency; no image measured had its held-out best above it);
+  3. the choice is the LARGEST σ whose validation PSNR is within ``tol_db`` (0.5 dB) of the best. Why
+     the largest: a validation pixel is a whole lattice step from the fit pixels around it, a held-out
+     pixel only half a step, so validation punishes the fine detail of a large σ harder than held-out
+     scoring does; among σ that validate about equally well, held-out pixels favour the largest. This
+     also copes with bimodal validation curves (hubble: blurred point sources validate almost as well
+     as sharp ones on the checkerboard, but not on held-out pixels).
+Measured by ``bench/autosigma_study.py`` (validation and held-out curves of 16 images on one σ lattice:
+10 to choose the rule, 6 unseen to check it) and end to end by ``bench/autosigma.py``; the numbers are
+in bench/RESULTS.md. The previous rule (the best σ times √2, for the fit half's sparser sampling) missed
+by up to 2 dB (hubble).
 Every trial fits the same seed, so trials differ in σ only (B = σ·B₀ with the same B₀ and weights).
 """
 from __future__ import annotations
