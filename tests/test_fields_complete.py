@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from l335q.data.images import grid, load_image, resize, split_pixels
-from l335q.fields.autosigma import Search, auto_sigma, checkerboard, coarse_sigmas, pick_sigma
+from l335q.fields.autosigma import Search, auto_sigma, checkerboard, sigma_lattice, pick_sigma
 from l335q.fields.engine import FieldConfig, fit_image
 from l335q.fields.summary import consistency, spearman
 from l335q.fields.upsampling import dense_grid, downsample, interpolate, render_dense, scores
@@ -57,14 +57,14 @@ def test_checkerboard_splits_a_sparse_lattice_in_halves_of_alternating_pixels():
     (coords, _), _ = split_pixels(img, "every-other")                 # a 6 x 5 lattice of training pixels
     part = checkerboard(coords).reshape(6, 5)
     assert part.sum() == 15 and part[0, 0] and not part[0, 1] and not part[1, 0] and part[1, 1]
-    assert coarse_sigmas(0.5, 8.0, 2.0) == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert sigma_lattice(0.5, 8.0, 2.0) == [0.5, 1.0, 2.0, 4.0, 8.0]
 
 
 def test_pick_sigma_takes_the_largest_sigma_within_tolerance_of_the_best():
     """A bimodal validation curve (as hubble's): the best σ is small, a second mode 0.4 dB lower is large."""
     def score(s):
         return 25.6 if s < 0.4 else 25.2 if 2.5 < s < 4.5 else 24.0
-    sigmas = coarse_sigmas(0.25, 6.0, 2 ** 0.5)                     # 0.25, 0.35, 0.5, ... 4, 5.66
+    sigmas = sigma_lattice(0.25, 6.0, 2 ** 0.5)                     # 0.25, 0.35, 0.5, ... 4, 5.66
     assert pick_sigma(score, sigmas, 0.5) == (pytest.approx(4.0), 0.25)
     assert pick_sigma(score, sigmas, 0.3)[0] == pytest.approx(0.25 * 2 ** 0.5)   # the mode at 4 is too far down
     assert pick_sigma(lambda s: -abs(s - 3.0), [1.0, 2.0], 0.0) == (2.0, 2.0)    # never past the largest tried

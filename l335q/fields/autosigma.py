@@ -79,7 +79,8 @@ def cap(coords: np.ndarray) -> float:
     return nyquist(coords) / 2.0
 
 
-def coarse_sigmas(lo: float, hi: float, ratio: float) -> list[float]:
+def sigma_lattice(lo: float, hi: float, ratio: float) -> list[float]:
+    """lo, lo·ratio, lo·ratio², ... up to hi (at least lo)."""
     n = max(1, int(math.floor(math.log(max(hi, lo) / lo) / math.log(ratio) + 1e-9)) + 1)
     return [lo * ratio**k for k in range(n)]
 
@@ -114,7 +115,7 @@ def choose_sigma(coords, rgb, cfg, seed: int = 0, device: str = "cpu", search: S
         return -math.inf if tried[sigma] is None else tried[sigma]
 
     hi = search.hi if search.hi is not None else max(search.lo, cap(coords))
-    chosen, best = pick_sigma(score, coarse_sigmas(search.lo, hi, search.ratio), search.tol_db)
+    chosen, best = pick_sigma(score, sigma_lattice(search.lo, hi, search.ratio), search.tol_db)
     return SigmaChoice(sigma=float(f"{chosen:.6g}"), validated=float(f"{best:.6g}"), trials=list(tried.items()),
                        fit_pixels=int(even.sum()), val_pixels=int((~even).sum()), seconds=time.perf_counter() - t0)
 
