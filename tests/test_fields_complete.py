@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from l335q.data.images import grid, load_image, resize, split_pixels
-from l335q.fields.autosigma import Search, auto_sigma, checkerboard, sigma_lattice, pick_sigma
+from l335q.fields.autosigma import Search, auto_sigma, cap, checkerboard, pick_sigma, sigma_lattice
 from l335q.fields.engine import FieldConfig, fit_image
 from l335q.fields.summary import consistency, spearman
 from l335q.fields.upsampling import dense_grid, downsample, interpolate, render_dense, scores
@@ -58,6 +58,7 @@ def test_checkerboard_splits_a_sparse_lattice_in_halves_of_alternating_pixels():
     part = checkerboard(coords).reshape(6, 5)
     assert part.sum() == 15 and part[0, 0] and not part[0, 1] and not part[1, 0] and part[1, 1]
     assert sigma_lattice(0.5, 8.0, 2.0) == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert cap(coords) == 5 / 4                  # the σ search stops at a quarter of the lattice's shorter side
 
 
 def test_pick_sigma_takes_the_largest_sigma_within_tolerance_of_the_best():

@@ -68,15 +68,11 @@ def checkerboard(coords: np.ndarray) -> np.ndarray:
     return (col + row) % 2 == 0
 
 
-def nyquist(coords: np.ndarray) -> float:
-    """Highest frequency (cycles per unit) the lattice of these pixels resolves: half its side in pixels."""
-    return min(len(np.unique(coords[:, 0])), len(np.unique(coords[:, 1]))) / 2.0
-
-
 def cap(coords: np.ndarray) -> float:
-    """Largest σ worth trying: a quarter of the lattice's side in pixels (half its Nyquist frequency).
-    Per axis 95 % of the frequencies b ~ N(0, σ²) lie within 2σ, so at this σ they reach Nyquist."""
-    return nyquist(coords) / 2.0
+    """Largest σ worth trying: a quarter of the lattice's side in pixels, half its Nyquist frequency (n / 2
+    cycles per unit for n pixels a side). Per axis 95 % of the frequencies b ~ N(0, σ²) lie within 2σ, so
+    at this σ they reach Nyquist."""
+    return min(len(np.unique(coords[:, 0])), len(np.unique(coords[:, 1]))) / 4.0
 
 
 def sigma_lattice(lo: float, hi: float, ratio: float) -> list[float]:
