@@ -41,8 +41,7 @@ def resolve_sigma(sigma: float | str, img, cfg, split: str, seed: int = 0, devic
     from l335q.fields.autosigma import auto_sigma
 
     choice = auto_sigma(img, cfg, split, seed=seed, device=device)
-    click.echo(f"auto σ = {choice.sigma:g} ({len(choice.trials)} trial fits on training pixels, "
-               f"{choice.seconds:.1f} s)", err=True)
+    click.echo(choice.text(), err=True)
     return choice.sigma
 
 

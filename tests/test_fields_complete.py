@@ -84,7 +84,7 @@ def test_auto_sigma_never_touches_held_out_pixels():
     scrambled[held] = np.random.default_rng(1).random((held.sum(), 3))
     second = auto_sigma(scrambled, TINY, "every-other", seed=0, search=search)
     assert second.sigma == first.sigma and second.trials == first.trials
-    assert len(first.trials) == 3 and first.fit_pixels + first.val_pixels == 12 * 12
+    assert len(first.trials) == 3 and first.folds == 2 and first.fit_pixels + first.val_pixels == 12 * 12
     touched = img.copy()
     touched[0, 0] = 1.0 - touched[0, 0]
     assert auto_sigma(touched, TINY, "every-other", seed=0, search=search).trials != first.trials

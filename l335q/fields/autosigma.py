@@ -48,11 +48,17 @@ class SigmaChoice:
     trials: list[tuple[float, float | None]] = field(default_factory=list)   # (σ, validation PSNR) in order tried
     fit_pixels: int = 0
     val_pixels: int = 0
+    folds: int = 1                 # fits per σ tried
     seconds: float = 0.0
+
+    def text(self) -> str:
+        return (f"auto σ = {self.sigma:g} ({len(self.trials)} σ tried, {self.folds} fit(s) each on the training "
+                f"pixels, {self.seconds:.1f} s)")
 
     def as_dict(self) -> dict:
         return {"sigma": self.sigma, "validated": self.validated, "trials": [[s, p] for s, p in self.trials],
-                "fit_pixels": self.fit_pixels, "val_pixels": self.val_pixels, "seconds": round(self.seconds, 3)}
+                "fit_pixels": self.fit_pixels, "val_pixels": self.val_pixels, "folds": self.folds,
+                "seconds": round(self.seconds, 3)}
 
 
 def lattice_index(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +119,8 @@ def choose_sigma(coords, rgb, cfg, seed: int = 0, device: str = "cpu", search: S
     hi = search.hi if search.hi is not None else max(search.lo, cap(coords))
     chosen, best = pick_sigma(score, sigma_lattice(search.lo, hi, search.ratio), search.tol_db)
     return SigmaChoice(sigma=float(f"{chosen:.6g}"), validated=float(f"{best:.6g}"), trials=list(tried.items()),
-                       fit_pixels=int(even.sum()), val_pixels=int((~even).sum()), seconds=time.perf_counter() - t0)
+                       fit_pixels=int(even.sum()), val_pixels=int((~even).sum()), folds=len(folds),
+                       seconds=time.perf_counter() - t0)
 
 
 def auto_sigma(img: np.ndarray, cfg, split: str, seed: int = 0, device: str = "cpu", search: Search = Search(),

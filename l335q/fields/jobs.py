@@ -59,7 +59,7 @@ def resolve_sigma(img, cfg: FieldConfig, params: dict, split: str, ctx) -> tuple
     if params.get("sigma") != "auto":
         return cfg, None
     choice = auto_sigma(img, cfg, split, seed=params["seeds"][0], device=ctx.device, log=ctx.log)
-    ctx.log(f"auto σ = {choice.sigma:g} after {len(choice.trials)} trial fits ({choice.seconds:.1f} s)")
+    ctx.log(choice.text())
     return replace(cfg, sigma=choice.sigma), choice
 
 
