@@ -119,7 +119,7 @@ def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
         if not set(schemes) <= have:
             continue
         for k in range(0, 6):
-            for rule in ("argmax", "smooth", "vertex", "edge0.25", "edge0.5", "edge1"):
+            for rule in ("argmax", "smooth", "vertex", "edge0.25", "edge0.4", "edge0.5", "edge1"):
                 for seeds in ((0,), (0, 1)):
                     rules[f"{cname} {rule} x2^({k}/4) s{len(seeds)}"] = (schemes, k, rule, seeds)
     table = {}
