@@ -100,9 +100,10 @@ def pick(curve: dict, rule: str) -> int:
         lo, hi = max(0, i - 3), min(len(v), i + 4)
         c = np.polyfit(np.arange(lo, hi), v[lo:hi], 2)
         return int(np.clip(round(-c[1] / (2 * c[0])) if c[0] < 0 else i, 0, len(v) - 1))
-    if rule.startswith("edge"):
-        d = float(rule[4:])
-        return int(max(j for j in range(len(v)) if v[j] >= v[i] - d))
+    if rule.startswith("edge"):                 # the rule autosigma ships, through its own code
+        from l335q.fields.autosigma import pick_sigma
+
+        return s.index(pick_sigma(curve.__getitem__, s, float(rule[4:]))[0])
     raise ValueError(rule)
 
 
