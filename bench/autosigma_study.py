@@ -29,11 +29,12 @@ SPEC_GRID = (0.5, 1, 2, 5, 10, 20, 50)
 
 def folds(coords: np.ndarray, scheme: str) -> list[np.ndarray]:
     """Boolean masks over the training pixels: True = validate, False = fit."""
-    from l335q.fields.autosigma import lattice_index
+    from l335q.fields.autosigma import checkerboard, lattice_index
 
+    if scheme == "cb":                          # autosigma's own split: validate on the odd half, then the even
+        even = checkerboard(coords)
+        return [~even, even]
     col, row = lattice_index(coords)
-    if scheme == "cb":
-        return [(col + row) % 2 == k for k in (1, 0)]
     if scheme == "quarter":
         return [~((col % 2 == a) & (row % 2 == b)) for a in (0, 1) for b in (0, 1)]
     if scheme == "holes5":
