@@ -71,6 +71,17 @@ def test_pick_sigma_takes_the_largest_sigma_within_tolerance_of_the_best():
     assert pick_sigma(lambda s: -abs(s - 3.0), [1.0, 2.0], 0.0) == (2.0, 2.0)    # never past the largest tried
 
 
+def test_a_missed_target_is_weighed_against_seed_noise():
+    """The gap's standard error comes from both cells' sds and seed counts: sqrt(0.8²/2 + 0.6²/2) = 0.71."""
+    from l335q.tasks.ffn_sigma import gap_noise
+
+    best = {"heldout_psnr_mean": 51.0, "heldout_psnr_sd": 0.8, "seeds": 2}
+    assert "0.71 dB" in gap_noise(best, {"heldout_psnr_mean": 50.5, "heldout_psnr_sd": 0.6, "seeds": 2})
+    assert "within two" in gap_noise(best, {"heldout_psnr_mean": 50.5, "heldout_psnr_sd": 0.6, "seeds": 2})
+    assert "beyond two" in gap_noise(best, {"heldout_psnr_mean": 49.0, "heldout_psnr_sd": 0.6, "seeds": 2})
+    assert gap_noise(best, {"heldout_psnr_mean": 49.0, "heldout_psnr_sd": 0.0, "seeds": 1}) == ""
+
+
 def test_auto_sigma_never_touches_held_out_pixels():
     """By construction choose_sigma only receives the training pixels; here: scrambling every held-out
     pixel leaves the choice and every trial's validation PSNR identical, while changing one training

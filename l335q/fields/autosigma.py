@@ -10,7 +10,7 @@ The method, a validation split inside the training pixels and a search over log 
      the odd half, and then the other way round (validation PSNR: the mean of the two);
   2. σ = lo, lo·2^(1/4), lo·2^(1/2), ... up to hi (default: a quarter of the training lattice's side,
      where most features reach its Nyquist frequency; no image measured had its held-out best above it);
-  3. the choice is the LARGEST σ whose validation PSNR is within ``tol_db`` (0.5 dB) of the best. Why
+  3. the choice is the LARGEST σ whose validation PSNR is within ``tol_db`` (0.4 dB) of the best. Why
      the largest: a validation pixel is a whole lattice step from the fit pixels around it, a held-out
      pixel only half a step, so validation punishes the fine detail of a large σ harder than held-out
      scoring does; among σ that validate about equally well, held-out pixels favour the largest. This
@@ -38,7 +38,7 @@ class Search:
     ratio: float = 2 ** 0.25       # step between the σ tried, as a factor (four per octave)
     steps: int | None = None       # steps per trial fit (None: the configuration's own)
     folds: int = 2                 # 1: fit on the even half only; 2: also the odd half, validation PSNRs averaged
-    tol_db: float = 0.5            # the largest σ whose validation PSNR is within this of the best wins
+    tol_db: float = 0.4            # the largest σ whose validation PSNR is within this of the best wins
 
 
 @dataclass

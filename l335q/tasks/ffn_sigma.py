@@ -85,6 +85,16 @@ def cells(data: SubmissionData) -> dict[str, dict]:
     return out
 
 
+def gap_noise(best: dict, auto: dict) -> str:
+    """How the gap between two cells compares with seed noise: its standard error from the two cells' sds."""
+    if not best["heldout_psnr_sd"] or not auto["heldout_psnr_sd"]:
+        return ""
+    se = (best["heldout_psnr_sd"] ** 2 / best["seeds"] + auto["heldout_psnr_sd"] ** 2 / auto["seeds"]) ** 0.5
+    gap = best["heldout_psnr_mean"] - auto["heldout_psnr_mean"]
+    return (f"; the gap's standard error over seeds is {se:.2f} dB, so the gap is "
+            + ("within" if gap <= 2 * se else "beyond") + " two standard errors of seed noise")
+
+
 def results(data: SubmissionData) -> Table:
     rows, summary, losses = [], [], {}
     for image, cell in sorted(cells(data).items()):
@@ -109,7 +119,7 @@ def results(data: SubmissionData) -> Table:
                 words += (f"; auto σ {auto['sigma']:.3g} reaches {auto['heldout_psnr_mean']:.2f} dB, "
                           + (f"{loss:.2f} dB below the best" if loss > 0 else f"{-loss:.2f} dB above the best")
                           + (f" (within the {TARGET_DB:g} dB target)" if loss <= TARGET_DB else
-                             f" (misses the {TARGET_DB:g} dB target)"))
+                             f" (misses the {TARGET_DB:g} dB target{gap_noise(grid[best], auto)})"))
             summary.append(words)
     bests = {r["image"]: r["sigma"] for r in rows if r["best"]}
     if len(bests) > 1:
