@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -44,11 +45,11 @@ def report(rows: list[dict], target: float = 0.3) -> None:
     print(f"{'image':22s} {'best σ':>7s} {'best dB':>8s} {'auto σ':>7s} {'auto dB':>8s} {'loss dB':>8s} {'± se':>5s} {'auto s':>7s}")
     for r in rows:
         se = f"{r['loss_se_db']:5.2f}" if "loss_se_db" in r else f"{'':5s}"   # rows saved before se was recorded
-        print(f"{r['image']:22s} {r['best_sigma']:7.3g} {r['best_psnr']:8.2f} {r['auto_sigma']:7.3g} "
+        print(f"{os.path.basename(r['image']):22s} {r['best_sigma']:7.3g} {r['best_psnr']:8.2f} {r['auto_sigma']:7.3g} "
               f"{r['auto_psnr']:8.2f} {r['loss_db']:8.2f} {se} {r['auto_seconds']:7.1f}" + ("" if r["loss_db"] <= target else "  > target"))
     worst = max(rows, key=lambda r: r["loss_db"])
     print(f"within {target:g} dB of the grid's best: {sum(r['loss_db'] <= target for r in rows)} of {len(rows)} images; "
-          f"worst {worst['loss_db']:.2f} dB ({worst['image']}); mean loss {np.mean([r['loss_db'] for r in rows]):.2f} dB")
+          f"worst {worst['loss_db']:.2f} dB ({os.path.basename(worst['image'])}); mean loss {np.mean([r['loss_db'] for r in rows]):.2f} dB")
 
 
 if a.report:
