@@ -3,9 +3,9 @@
   python bench/autosigma.py --resolution 64 --steps 300 --depth 3 --width 128 --features 128 \\
       --images sky,grass,astronaut,camera --device cpu
 Prints one JSON line per image: the grid's best σ and held-out PSNR, the automatic σ, its held-out PSNR
-and the loss in dB (positive: auto is worse) with its standard error over the seeds, the time the automatic choice took, every trial's validation
-PSNR, and with --scales the loss of the automatic σ times each factor (to check the choice's bias); then a
-table of them (``--report rows.jsonl`` prints that table again from a saved file).
+and the loss in dB (positive: auto is worse) with its standard error over the seeds, the time the
+automatic choice took, every trial's validation PSNR, and with --scales the loss of the automatic σ
+times each factor (to check the choice's bias); then a table of them (``--report rows.jsonl`` prints that table again from a saved file).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 from l335q.data.images import load_image, resize
 from l335q.fields.autosigma import Search, auto_sigma
 from l335q.fields.engine import FieldConfig, fit_image
+from l335q.results import gap_se
 
 p = argparse.ArgumentParser()
 p.add_argument("--images", default="sky,grass,astronaut,camera", help="sample names or image file paths")
@@ -78,7 +79,7 @@ for name in a.images.split(","):
     auto = float(np.mean(scaled[1.0]))
     row = {"image": name, "best_sigma": best, "best_psnr": round(mean[best], 2), "auto_sigma": choice.sigma,
            "auto_psnr": round(auto, 2), "loss_db": round(mean[best] - auto, 2), "auto_seconds": round(t_auto, 1),
-           "loss_se_db": round(float(np.sqrt((np.var(grid[best], ddof=1) + np.var(scaled[1.0], ddof=1)) / len(seeds))), 2),
+           "loss_se_db": round(gap_se(np.std(grid[best], ddof=1), len(seeds), np.std(scaled[1.0], ddof=1), len(seeds)), 2),
            "trials": len(choice.trials), "grid": {k: round(v, 2) for k, v in mean.items()},
            "seeds_best": [round(v, 2) for v in grid[best]], "seeds_auto": [round(v, 2) for v in scaled[1.0]],
            "scaled_loss_db": {c: round(mean[best] - float(np.mean(v)), 2) for c, v in scaled.items()},

@@ -112,6 +112,11 @@ def mean(values) -> float | None:
     return statistics.fmean(v) if v else None
 
 
+def gap_se(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
+    """Standard error of the difference of two means, from each side's sample sd and count."""
+    return math.sqrt(sd_a ** 2 / n_a + sd_b ** 2 / n_b)
+
+
 def sd(values) -> float | None:
     """Sample standard deviation; 0.0 for one value (no spread measured), None for none."""
     v = finite(values)

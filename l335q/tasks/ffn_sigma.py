@@ -20,7 +20,7 @@ from ..fields.engine import fit_image
 from ..fields.jobs import field_config, field_keys, resolve_sigma, seed_metrics
 from ..fields.summary import training_text
 from ..plots import band, figure, image_png, png_array, save
-from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
+from ..results import SubmissionData, Table, gap_se, group_jobs, mean, sd, unfinished_note
 from ..specs import Key, Schema
 from .inr_init import target_image
 
@@ -89,7 +89,7 @@ def gap_noise(best: dict, auto: dict) -> str:
     """How the gap between two cells compares with seed noise: its standard error from the two cells' sds."""
     if not best["heldout_psnr_sd"] or not auto["heldout_psnr_sd"]:
         return ""
-    se = (best["heldout_psnr_sd"] ** 2 / best["seeds"] + auto["heldout_psnr_sd"] ** 2 / auto["seeds"]) ** 0.5
+    se = gap_se(best["heldout_psnr_sd"], best["seeds"], auto["heldout_psnr_sd"], auto["seeds"])
     gap = best["heldout_psnr_mean"] - auto["heldout_psnr_mean"]
     return (f"; the gap's standard error over seeds is {se:.2f} dB, so the gap is "
             + ("within" if gap <= 2 * se else "beyond") + " two standard errors of seed noise")
