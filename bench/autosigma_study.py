@@ -57,7 +57,7 @@ def measure(a) -> None:
     cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
     sigmas = [round(0.25 * 2 ** (k / 4), 6) for k in range(a.kmax + 1)]
     for name in a.images.split(","):
-        img = resize(load_image(f"sample:{name}"), a.resolution)
+        img = resize(load_image(name if "/" in name or ":" in name else f"sample:{name}"), a.resolution)
         (c, r), (hc, hr) = split_pixels(img, "every-other")
         for s in sigmas:
             if (name, a.resolution, s) in done:
@@ -108,11 +108,27 @@ def pick(curve: dict, rule: str) -> int:
     raise ValueError(rule)
 
 
-def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
-    rows = [json.loads(line) for line in open(path)]
+def by_image(path: str) -> dict:
+    """(image, resolution) -> that image's rows of a study file."""
     by = {}
-    for r in rows:
+    for r in map(json.loads, open(path)):
         by.setdefault((r["image"], r["resolution"]), []).append(r)
+    return by
+
+
+def held_curve(rs) -> dict:
+    """σ -> held-out PSNR (mean over the study's seeds)."""
+    return {r["sigma"]: float(np.mean(r["heldout"])) for r in rs}
+
+
+def spec_best(held: dict) -> float:
+    """The best held-out PSNR among the spec grid's σ (lattice points within 20 % of one)."""
+    return max(v for s, v in held.items() if any(abs(s - g) / g < 0.2 for g in SPEC_GRID))
+
+
+def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
+    by = by_image(path)
+    rows = [r for rs in by.values() for r in rs]
     rules = {}
     have = set(rows[0]) & set(SCHEMES)
     combos = {"cb": ("cb",), "quarter": ("quarter",), "holes5": ("holes5",), "holes8": ("holes8",),
@@ -128,14 +144,14 @@ def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
     for name, (schemes, k, rule, seeds) in rules.items():
         losses = []
         for key, rs in sorted(by.items()):
-            held = {r["sigma"]: float(np.mean(r["heldout"])) for r in rs}
+            held = held_curve(rs)
             lattice = sorted(held)
-            best_spec = max(held[s] for s in lattice if any(abs(s - g) / g < 0.2 for g in SPEC_GRID))
+            best_spec = spec_best(held)
             capped = [r for r in rs if r["sigma"] <= r["resolution"] / 8]     # autosigma.cap: training side / 4
             curves = [val_curve(capped, sc, seeds_used=seeds) for sc in schemes]
             curve = {s: float(np.mean([c[s] for c in curves])) for s in curves[0]}
             i = min(pick(curve, rule) + k, len(lattice) - 1)
-            losses.append((key[0], max(held.values()) - held[lattice[i]], best_spec - held[lattice[i]]))
+            losses.append((os.path.basename(key[0]), max(held.values()) - held[lattice[i]], best_spec - held[lattice[i]]))
         table[name] = losses
     ranked = sorted(table.items(), key=lambda kv: (max(x[2] for x in kv[1]), np.mean([x[2] for x in kv[1]])))
     for name, losses in ([(n, table[n]) for n in only] if only else ranked[:top]):
@@ -147,7 +163,8 @@ def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("--images", default="camera,astronaut,chelsea,grass,sky,coffee,brick,gravel,rocket,hubble")
+    p.add_argument("--images", default="camera,astronaut,chelsea,grass,sky,coffee,brick,gravel,rocket,hubble",
+                   help="sample names or image file paths (bench/unseen_images.py writes three)")
     p.add_argument("--resolution", type=int, default=48)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--depth", type=int, default=3)
