@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from l335q.data.images import load_image, resize
+from autosigma_study import study_image
 from l335q.fields.autosigma import Search, auto_sigma
 from l335q.fields.engine import FieldConfig, fit_image
 from l335q.results import gap_se
@@ -61,7 +61,7 @@ cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.
 seeds = list(range(a.seeds))
 out = []
 for name in a.images.split(","):
-    img = resize(load_image(name if "/" in name or ":" in name else f"sample:{name}"), a.resolution)
+    img = study_image(name, a.resolution)
     grid = {}
     for s in map(float, a.sigmas.split(",")):
         cfg.sigma = s

@@ -27,8 +27,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from autosigma_study import by_image, held_curve, pick, spec_best, val_curve
-from l335q.data.images import load_image, resize, split_pixels
+from autosigma_study import by_image, held_curve, pick, spec_best, study_image, val_curve
+from l335q.data.images import split_pixels
 from l335q.fields.autosigma import Search
 from l335q.fields.engine import Field, FieldConfig
 
@@ -56,7 +56,7 @@ def log_likelihood(K: np.ndarray, y: np.ndarray, noise: float) -> float:
 
 
 def most_likely(name: str, resolution: int, sigmas: list[float], cfg: FieldConfig) -> dict:
-    img = resize(load_image(name if "/" in name or ":" in name else f"sample:{name}"), resolution)
+    img = study_image(name, resolution)
     (coords, rgb), _heldout = split_pixels(img, "every-other")
     y = np.asarray(rgb, np.float64) - np.asarray(rgb, np.float64).mean(0)
     scores = {}

@@ -27,6 +27,13 @@ SCHEMES = ("cb", "quarter", "holes5", "holes8")
 SPEC_GRID = (0.5, 1, 2, 5, 10, 20, 50)
 
 
+def study_image(name: str, resolution: int) -> np.ndarray:
+    """A sample name (``sky``) or an image file path, resized to resolution² (bench/autosigma*.py share it)."""
+    from l335q.data.images import load_image, resize
+
+    return resize(load_image(name if "/" in name or ":" in name else f"sample:{name}"), resolution)
+
+
 def folds(coords: np.ndarray, scheme: str) -> list[np.ndarray]:
     """Boolean masks over the training pixels: True = validate, False = fit."""
     from l335q.fields.autosigma import checkerboard, lattice_index
@@ -47,7 +54,7 @@ def folds(coords: np.ndarray, scheme: str) -> list[np.ndarray]:
 def measure(a) -> None:
     import torch
 
-    from l335q.data.images import load_image, resize, split_pixels
+    from l335q.data.images import split_pixels
     from l335q.fields.engine import FieldConfig, fit_pixels
 
     torch.set_num_threads(a.threads)
@@ -57,7 +64,7 @@ def measure(a) -> None:
     cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
     sigmas = [round(0.25 * 2 ** (k / 4), 6) for k in range(a.kmax + 1)]
     for name in a.images.split(","):
-        img = resize(load_image(name if "/" in name or ":" in name else f"sample:{name}"), a.resolution)
+        img = study_image(name, a.resolution)
         (c, r), (hc, hr) = split_pixels(img, "every-other")
         for s in sigmas:
             if (name, a.resolution, s) in done:
