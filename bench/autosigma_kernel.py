@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from autosigma_study import by_image, held_curve, pick, spec_best, study_image, val_curve
+from autosigma_study import by_image, held_curve, pick, spec_best, study_cap, study_image, val_curve
 from l335q.data.images import split_pixels
 from l335q.fields.autosigma import Search
 from l335q.fields.engine import Field, FieldConfig
@@ -58,7 +58,8 @@ def log_likelihood(K: np.ndarray, y: np.ndarray, noise: float) -> float:
 def most_likely(name: str, resolution: int, sigmas: list[float], cfg: FieldConfig) -> dict:
     img = study_image(name, resolution)
     (coords, rgb), _heldout = split_pixels(img, "every-other")
-    y = np.asarray(rgb, np.float64) - np.asarray(rgb, np.float64).mean(0)
+    y = np.asarray(rgb, np.float64)
+    y = y - y.mean(0)                                  # each colour channel centred
     scores = {}
     for s in sigmas:
         K = ntk(coords, replace(cfg, sigma=s))
@@ -89,7 +90,7 @@ def main() -> None:
           f"{'both σ':>7s} {'loss dB':>8s}")
     losses = {"kernel": [], "rule": [], "both": []}
     for key, rs in sorted(by_image(a.study).items()):
-        capped = sorted(r["sigma"] for r in rs if r["sigma"] <= key[1] / 8)      # autosigma.cap
+        capped = sorted(r["sigma"] for r in rs if r["sigma"] <= study_cap(key[1]))
         if key not in done:
             done[key] = most_likely(*key, capped, cfg)
             with open(a.jsonl, "a") as f:

@@ -34,6 +34,11 @@ def study_image(name: str, resolution: int) -> np.ndarray:
     return resize(load_image(name if "/" in name or ":" in name else f"sample:{name}"), resolution)
 
 
+def study_cap(resolution: int) -> float:
+    """autosigma.cap for the every-other split of a resolution² image: a quarter of the training side."""
+    return resolution / 8
+
+
 def folds(coords: np.ndarray, scheme: str) -> list[np.ndarray]:
     """Boolean masks over the training pixels: True = validate, False = fit."""
     from l335q.fields.autosigma import checkerboard, lattice_index
@@ -154,7 +159,7 @@ def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
             held = held_curve(rs)
             lattice = sorted(held)
             best_spec = spec_best(held)
-            capped = [r for r in rs if r["sigma"] <= r["resolution"] / 8]     # autosigma.cap: training side / 4
+            capped = [r for r in rs if r["sigma"] <= study_cap(r["resolution"])]
             curves = [val_curve(capped, sc, seeds_used=seeds) for sc in schemes]
             curve = {s: float(np.mean([c[s] for c in curves])) for s in curves[0]}
             i = min(pick(curve, rule) + k, len(lattice) - 1)
