@@ -22,6 +22,11 @@ in bench/RESULTS.md. The previous rule (the best σ times √2, for the fit half
 by up to 2 dB (hubble). The tolerance was 0.5 dB until the same study at 64 px favoured 0.4 (11 of 12
 images within 0.3 dB against 8 of 12); 0.4 was then checked end to end on images no rule was chosen on.
 Every trial fits the same seed, so trials differ in σ only (B = σ·B₀ with the same B₀ and weights).
+
+What no rule of this kind can do (``bench/autosigma_limit.py``): an image and its "bilinear twin" (the
+same training pixels, held-out pixels interpolated from them) must get the same σ, and for some images
+(brick, retina, phantom at 48 px) no σ is within 0.3 dB of the grid's best on both. Results therefore
+carry ``loss_vs_best_db`` beside the choice, and the ffn-sigma summary weighs a miss against seed noise.
 """
 from __future__ import annotations
 
