@@ -17,24 +17,18 @@ import time
 import numpy as np
 import torch
 
-from autosigma_study import study_image
+from autosigma_study import field_args, field_config, study_image
 from l335q.fields.autosigma import Search, auto_sigma
-from l335q.fields.engine import FieldConfig, fit_image
+from l335q.fields.engine import fit_image
 from l335q.results import gap_se
 
 p = argparse.ArgumentParser()
 p.add_argument("--images", default="sky,grass,astronaut,camera", help="sample names or image file paths")
-p.add_argument("--resolution", type=int, default=64)
-p.add_argument("--steps", type=int, default=300)
+field_args(p, resolution=64, kmax=None, width=128, seeds=2)
 p.add_argument("--trial-steps", type=int, default=None)
-p.add_argument("--depth", type=int, default=3)
-p.add_argument("--width", type=int, default=128)
-p.add_argument("--features", type=int, default=128)
-p.add_argument("--seeds", type=int, default=2)
 p.add_argument("--sigmas", default="0.5,0.75,1,1.5,2,3,5,7,10,15,20,30,50")
 p.add_argument("--tol", type=float, default=Search.tol_db, help="auto σ: the largest σ within this many dB of the best")
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-p.add_argument("--threads", type=int, default=2)
 p.add_argument("--scales", default="1", help="also score auto σ times these factors (bias check), e.g. 1,1.19,1.41")
 p.add_argument("--jsonl", default=None, help="append each image's row to this file")
 p.add_argument("--report", default=None, help="only print the table of the rows in this .jsonl file")
@@ -57,7 +51,7 @@ if a.report:
     report([json.loads(line) for line in open(a.report)])
     raise SystemExit(0)
 torch.set_num_threads(a.threads)
-cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
+cfg = field_config(a)
 seeds = list(range(a.seeds))
 out = []
 for name in a.images.split(","):

@@ -17,10 +17,10 @@ import json
 import numpy as np
 import torch
 
-from autosigma_study import SPEC_GRID, study_image
+from autosigma_study import SPEC_GRID, field_args, field_config, study_image
 from l335q.data.images import split_pixels
 from l335q.fields.autosigma import auto_sigma
-from l335q.fields.engine import FieldConfig, fit_pixels
+from l335q.fields.engine import fit_pixels
 
 
 def bilinear_fill(img: np.ndarray) -> np.ndarray:
@@ -43,14 +43,7 @@ def bilinear_fill(img: np.ndarray) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--image", default="grass")
-    p.add_argument("--resolution", type=int, default=96)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--width", type=int, default=96)
-    p.add_argument("--features", type=int, default=96)
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--kmax", type=int, default=32, help="σ lattice 0.25·2^(k/4), k = 0..kmax, plus the spec grid")
-    p.add_argument("--threads", type=int, default=2)
+    field_args(p, resolution=96, kmax=32)           # the σ tried: that lattice and the spec grid
     p.add_argument("--out", default=None, help="write the curves and the verdict here (JSON)")
     p.add_argument("--report", default=None, help="only print the table and verdict of a file --out wrote")
     a = p.parse_args()
@@ -64,7 +57,7 @@ def main() -> None:
     (coords, rgb), (held_c, held_a) = split_pixels(img_a, "every-other")
     (coords_b, rgb_b), (_, held_b) = split_pixels(img_b, "every-other")
     assert np.array_equal(coords, coords_b) and np.array_equal(rgb, rgb_b), "the two images must share training pixels"
-    cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
+    cfg = field_config(a)
     auto = [auto_sigma(im, cfg, "every-other").sigma for im in (img_a, img_b)]
     print(f"auto σ: {auto[0]:g} on A ({a.image}), {auto[1]:g} on B (A's training pixels, bilinear fill)", flush=True)
 

@@ -39,6 +39,26 @@ def study_cap(resolution: int) -> float:
     return resolution / 8
 
 
+def field_args(p: argparse.ArgumentParser, resolution: int, kmax: int | None, width: int = 96, seeds: int = 4) -> None:
+    """The options the autosigma bench scripts share: image size, the field fitted, seeds, σ lattice, threads."""
+    p.add_argument("--resolution", type=int, default=resolution)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--width", type=int, default=width)
+    p.add_argument("--features", type=int, default=width)
+    p.add_argument("--seeds", type=int, default=seeds)
+    if kmax is not None:
+        p.add_argument("--kmax", type=int, default=kmax, help="σ lattice 0.25·2^(k/4), k = 0..kmax")
+    p.add_argument("--threads", type=int, default=2)
+
+
+def field_config(a):
+    """The gaussian-encoding FieldConfig those options describe."""
+    from l335q.fields.engine import FieldConfig
+
+    return FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
+
+
 def folds(coords: np.ndarray, scheme: str) -> list[np.ndarray]:
     """Boolean masks over the training pixels: True = validate, False = fit."""
     from l335q.fields.autosigma import checkerboard, lattice_index
@@ -60,13 +80,13 @@ def measure(a) -> None:
     import torch
 
     from l335q.data.images import split_pixels
-    from l335q.fields.engine import FieldConfig, fit_pixels
+    from l335q.fields.engine import fit_pixels
 
     torch.set_num_threads(a.threads)
     done = set()
     if os.path.exists(a.out):
         done = {(r["image"], r["resolution"], r["sigma"]) for r in map(json.loads, open(a.out))}
-    cfg = FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
+    cfg = field_config(a)
     sigmas = [round(0.25 * 2 ** (k / 4), 6) for k in range(a.kmax + 1)]
     for name in a.images.split(","):
         img = study_image(name, a.resolution)
@@ -225,15 +245,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--images", default="camera,astronaut,chelsea,grass,sky,coffee,brick,gravel,rocket,hubble",
                    help="sample names or image file paths (bench/unseen_images.py writes three)")
-    p.add_argument("--resolution", type=int, default=48)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--width", type=int, default=96)
-    p.add_argument("--features", type=int, default=96)
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--kmax", type=int, default=28, help="lattice 0.25·2^(k/4), k = 0..kmax")
+    field_args(p, resolution=48, kmax=28)
     p.add_argument("--schemes", default=",".join(SCHEMES))
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/results/autosigma-study.jsonl")
     p.add_argument("--analyse", action="store_true")
     p.add_argument("--rules", default=None, help="with --analyse: print only these rules (comma-separated names)")
