@@ -175,7 +175,7 @@ def noise_floor(paths: list[str]) -> None:
     seeds B against the spec grid's best on seeds B (grid σ between lattice points: interpolated in log σ),
     as ffn-sigma scores sigma_auto. The shipped rule (training pixels only, seed 0) is scored the same way.
     A miss of an oracle is seed noise, not a failure of a σ rule."""
-    from l335q.fields.autosigma import pick_sigma
+    from l335q.fields.autosigma import Search, pick_sigma
 
     counts = {"rule": 0, "lattice oracle": 0, "grid oracle": 0}
     n = rule_ok = 0
@@ -185,7 +185,7 @@ def noise_floor(paths: list[str]) -> None:
             if len(rs[0]["heldout"]) < 4:
                 continue
             cb = val_curve([r for r in rs if r["sigma"] <= study_cap(res)], "cb")
-            rule = pick_sigma(cb.__getitem__, sorted(cb), 0.4)[0]
+            rule = pick_sigma(cb.__getitem__, sorted(cb), Search.tol_db)[0]
             loss = {k: [] for k in counts}
             for seeds_a, seeds_b in SPLITS:
                 ha, hb = ({r["sigma"]: float(np.mean([r["heldout"][i] for i in ss])) for r in rs} for ss in (seeds_a, seeds_b))
