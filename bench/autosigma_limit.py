@@ -17,7 +17,7 @@ import json
 import numpy as np
 import torch
 
-from autosigma_study import SPEC_GRID, field_args, field_config, study_image
+from autosigma_study import SPEC_GRID, field_args, field_config, study_image, study_lattice
 from l335q.data.images import split_pixels
 from l335q.fields.autosigma import auto_sigma
 from l335q.fields.engine import fit_pixels
@@ -61,7 +61,7 @@ def main() -> None:
     auto = [auto_sigma(im, cfg, "every-other").sigma for im in (img_a, img_b)]
     print(f"auto σ: {auto[0]:g} on A ({a.image}), {auto[1]:g} on B (A's training pixels, bilinear fill)", flush=True)
 
-    sigmas = sorted({round(0.25 * 2 ** (k / 4), 6) for k in range(a.kmax + 1)} | set(SPEC_GRID) | {auto[0]})
+    sigmas = sorted(set(study_lattice(a.kmax)) | set(SPEC_GRID) | {auto[0]})
     rows = []
     for s in sigmas:
         cfg.sigma = s
@@ -79,26 +79,29 @@ def main() -> None:
 
 def report(data: dict, target: float = 0.3) -> str:
     """Print each σ's loss on A and on B against that image's spec-grid best (± the standard error of
-    the per-seed differences: both sides are fits of the same seeds) and return the verdict: the σ whose worse loss is smallest, and whether it is within target."""
+    the per-seed differences: both sides are fits of the same seeds) and return the verdict: the σ whose
+    worse loss is smallest, and whether it is within target."""
     rows, auto = data["rows"], data["auto_sigma"][0]
     sigmas = [r["sigma"] for r in rows]
     by = {r["sigma"]: r for r in rows}
     mean = {k: {s: float(np.mean(by[s][k])) for s in sigmas} for k in ("A", "B")}
     grid_best = {k: max(SPEC_GRID, key=lambda g: mean[k][g]) for k in mean}
 
-    def loss(k: str, s: float) -> tuple[float, float]:
-        d = np.subtract(by[grid_best[k]][k], by[s][k])       # the same seeds on both sides: a paired difference
-        return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    loss = {}                                            # (image, σ) -> (loss, standard error)
+    for k in mean:
+        for s in sigmas:
+            d = np.subtract(by[grid_best[k]][k], by[s][k])   # the same seeds on both sides: a paired difference
+            loss[k, s] = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
     print(f"\nA: {data['image']} at {data['resolution']} px; B: A's training pixels, bilinear fill. Spec grid's best: "
           + ", ".join(f"{k} {mean[k][grid_best[k]]:.2f} dB (σ {grid_best[k]:g})" for k in mean))
     print(f"{'σ':>8s} {'A loss ± se':>14s} {'B loss ± se':>14s}")
     for s in sigmas:
-        print(f"{s:8.4g} " + " ".join("{:7.2f} ± {:4.2f}".format(*loss(k, s)) for k in mean) + ("  <- auto σ" if s == auto else ""))
-    worst = {s: max(loss(k, s)[0] for k in mean) for s in sigmas}
+        print(f"{s:8.4g} " + " ".join("{:7.2f} ± {:4.2f}".format(*loss[k, s]) for k in mean) + ("  <- auto σ" if s == auto else ""))
+    worst = {s: max(loss[k, s][0] for k in mean) for s in sigmas}
     s_min = min(worst, key=worst.get)
     # how clearly each σ misses: the larger over A and B of (loss - target) / its standard error
-    z = {s: max((loss(k, s)[0] - target) / max(loss(k, s)[1], 1e-9) for k in mean) for s in sigmas}
+    z = {s: max((loss[k, s][0] - target) / max(loss[k, s][1], 1e-9) for k in mean) for s in sigmas}
     verdict = f"the σ that serves both best is {s_min:g}: {worst[s_min]:.2f} dB below the grid's best on one of them; "
     if worst[s_min] <= target:
         verdict += f"some σ is within {target:g} dB on both"
@@ -109,6 +112,7 @@ def report(data: dict, target: float = 0.3) -> str:
                                                f" (at σ {min(z, key=z.get):g} the miss is within two standard errors of seed noise)"))
     print(verdict)
     return verdict
+
 
 if __name__ == "__main__":
     main()

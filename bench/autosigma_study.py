@@ -59,6 +59,11 @@ def field_config(a):
     return FieldConfig(depth=a.depth, width=a.width, encoding="gaussian", features=a.features, steps=a.steps)
 
 
+def study_lattice(kmax: int) -> list[float]:
+    """The study's σ lattice 0.25·2^(k/4), k = 0..kmax (rounded as the study files store it)."""
+    return [round(0.25 * 2 ** (k / 4), 6) for k in range(kmax + 1)]
+
+
 def folds(coords: np.ndarray, scheme: str) -> list[np.ndarray]:
     """Boolean masks over the training pixels: True = validate, False = fit."""
     from l335q.fields.autosigma import checkerboard, lattice_index
@@ -87,7 +92,7 @@ def measure(a) -> None:
     if os.path.exists(a.out):
         done = {(r["image"], r["resolution"], r["sigma"]) for r in map(json.loads, open(a.out))}
     cfg = field_config(a)
-    sigmas = [round(0.25 * 2 ** (k / 4), 6) for k in range(a.kmax + 1)]
+    sigmas = study_lattice(a.kmax)
     for name in a.images.split(","):
         img = study_image(name, a.resolution)
         (c, r), (hc, hr) = split_pixels(img, "every-other")
@@ -164,6 +169,11 @@ def grid_value(held: dict, sigma: float) -> float:
     return float(np.interp(math.log(sigma), np.log(lat), [held[s] for s in lat]))
 
 
+def grid_best(held: dict) -> float:
+    """The best held-out PSNR among the spec grid's σ inside the lattice (interpolated by grid_value)."""
+    return max(grid_value(held, g) for g in SPEC_GRID if g <= max(held))
+
+
 SPLITS = (((0, 1), (2, 3)), ((2, 3), (0, 1)), ((0, 2), (1, 3)), ((1, 3), (0, 2)))
 
 
@@ -190,12 +200,12 @@ def noise_floor(paths: list[str]) -> None:
             for seeds_a, seeds_b in SPLITS:
                 ha, hb = ({r["sigma"]: float(np.mean([r["heldout"][i] for i in ss])) for r in rs} for ss in (seeds_a, seeds_b))
                 grid = [g for g in SPEC_GRID if g <= max(ha)]
-                best_b = max(grid_value(hb, g) for g in grid)
+                best_b = grid_best(hb)
                 loss["rule"].append(best_b - hb[rule])
                 loss["lattice oracle"].append(best_b - hb[max(ha, key=ha.get)])
                 loss["grid oracle"].append(best_b - grid_value(hb, max(grid, key=lambda g: grid_value(ha, g))))
             held = held_curve(rs)
-            rule_ok += max(grid_value(held, g) for g in SPEC_GRID if g <= max(held)) - held[rule] <= 0.3
+            rule_ok += grid_best(held) - held[rule] <= 0.3
             n += 1
             for k in counts:
                 counts[k] += max(loss[k]) <= 0.3
