@@ -101,7 +101,7 @@ def results(data: SubmissionData) -> Table:
         summary.append("caveat: the practical's sweeps ran 10 epochs on all 60,000 training images; this submission "
                        f"differs ({', '.join(f'{k} {v}' for k, v in differs.items())}), so its absolute accuracies "
                        "(e.g. 'about 89 %') are not like for like.")
-    return Table("cls-sweep", columns, rows, data.id, summary, notes)
+    return Table("cls-sweep", columns, rows, data.id, summary, notes, detail=["epochs", "params", "per_seed"])
 
 
 def plot(data: SubmissionData, out: Path, **options) -> None:
