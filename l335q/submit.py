@@ -5,16 +5,13 @@ import hashlib
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from sqlalchemy import func, select
 
 from .db import FINAL_STATES, Job, Submission, make_artifact, session_scope
 from .specs import Expanded, expand
 from .tasks import get_kind
-
-MAX_INPUT_BYTES = 50 * 1024 * 1024
-
 
 def read_inputs(exp: Expanded) -> dict[str, bytes]:
     """Read every file the spec names (validated by the kind's ``read_input`` where it has one)."""
@@ -54,12 +51,6 @@ def job_counts(submission_id: int, url: str | None = None) -> Counter:
         rows = s.execute(select(Job.state, func.count()).where(Job.submission_id == submission_id)
                          .group_by(Job.state)).all()
     return Counter(dict(rows))
-
-
-def jobs_in_state(submission_id: int, states: Iterable[str], url: str | None = None) -> list[int]:
-    with session_scope(url) as s:
-        return list(s.scalars(select(Job.id).where(Job.submission_id == submission_id, Job.state.in_(list(states)))
-                              .order_by(Job.id)))
 
 
 def wait(submission_id: int, on_progress: Callable[[int, int], None], poll: float = 1.0,

@@ -10,6 +10,7 @@ import pytest
 
 from l335q import UserError
 from l335q.results import SubmissionData, Table, render
+from l335q.optim import OPTIMIZERS
 from l335q.specs import COMMON_KEYS, Key, Schema, expand
 from l335q.tasks import KINDS, get_kind, submittable
 
@@ -47,6 +48,8 @@ def test_kind_keeps_the_contract(name):
     assert schema.check is None or params_of(schema.check) == ["params"]
     assert schema.prepare is None or len(params_of(schema.prepare)) == 1
     assert params_of(kind.run) == ["params", "ctx"]
+    if "optimizer" in schema.keys:                      # one meaning per optimiser name in every kind
+        assert schema.keys["optimizer"].choices == OPTIMIZERS
     exp = expand({"task": name, "seeds": [0, 1]})       # every default is a valid value of its own key
     assert exp.jobs and all(set(schema.keys) <= set(p) and p["seeds"] for p in exp.jobs)
     assert {s for p in exp.jobs for s in p["seeds"]} == {0, 1}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..results import SubmissionData, mean, mean_curve, sd
 from ..specs import Key
 from .diagnosis import diagnose
-from .engine import OPTIMIZERS, History, TrainConfig
+from ..optim import OPTIMIZERS
+from .engine import History, TrainConfig
 
 CURVES = ("train_acc", "test_acc", "train_loss", "test_loss", "seconds")
 
