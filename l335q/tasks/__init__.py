@@ -8,7 +8,8 @@ The contract of a kind module (tests/test_tasks.py walks ``KINDS`` and checks it
                                   prepare(raw) -> raw rewrites the raw spec before expansion (ffn-sigma adds σ auto)
   run(params, ctx) -> None      one job: a pure function of params (with ``seeds``) and the data; writes through
                                 ctx.metric / ctx.artifact / ctx.log, may fill ctx.summary and set
-                                ctx.state = "diverged"; reads files stored with the submission via ctx.input_bytes
+                                ctx.state = "diverged"; reads files stored with the submission via ctx.input_bytes;
+                                runs on ctx.device and hands ctx.checkpoints to the training engine (resume)
   results(data) -> Table        data: results.SubmissionData; one row per cell of finished jobs, with summary lines
                                 computed from the rows; every row key is a column or a declared JSON-only detail
   plot(data, out, **options)    a matplotlib figure written to ``out``
