@@ -94,33 +94,44 @@ def pick_sigma(score, sigmas: list[float], tol_db: float) -> tuple[float, float]
     return max(s for s in sigmas if score(s) >= score(best) - tol_db), best
 
 
+def validation_fits(coords, rgb, cfg, sigmas: list[float], seed: int = 0, device: str = "cpu", folds: int = 2,
+                    until=None):
+    """Every (σ, fold) as one member of ONE batched model (same seed: same weights and B₀, B = σ·B₀); fold 0
+    fits the checkerboard's even half and validates on the odd half, fold 1 the other way round.
+    until: as ``fit_pixels``'s, over the validation PSNRs of the members, σ-major ((σ₀, fold 0), (σ₀, fold 1), ...).
+    Returns the FitResult; its eval_psnr["val"] lists the members' validation PSNRs in that order."""
+    from .engine import fit_pixels
+
+    even = checkerboard(coords)
+    halves = [even, ~even][:max(1, folds)]
+    fit = [f for _ in sigmas for f in halves]
+    return fit_pixels([coords[f] for f in fit], [rgb[f] for f in fit], replace(cfg, encoding="gaussian"),
+                      [seed] * len(fit), device, evals={"val": ([coords[~f] for f in fit], [rgb[~f] for f in fit])},
+                      sigmas=[s for s in sigmas for _ in halves], until=until)
+
+
+def fold_means(values, n_sigmas: int) -> list[float | None]:
+    """Per σ: the mean of its folds' values (members σ-major), None where a fold is None (diverged)."""
+    per = np.array([math.nan if v is None else v for v in values], dtype=float).reshape(n_sigmas, -1).mean(1)
+    return [None if not math.isfinite(v) else float(v) for v in per]
+
+
 def choose_sigma(coords, rgb, cfg, seed: int = 0, device: str = "cpu", search: Search = Search(),
                  log=None) -> SigmaChoice:
     """σ for ``cfg`` (a gaussian-encoding FieldConfig) from training pixels coords (N, 2), rgb (N, 3) only."""
-    from .engine import fit_pixels
-
     coords, rgb = np.asarray(coords, np.float32), np.asarray(rgb, np.float32)
-    even = checkerboard(coords)
-    folds = [even, ~even][:max(1, search.folds)]
-    trial_cfg = replace(cfg, encoding="gaussian", steps=search.steps or cfg.steps)
-    tried: dict[float, float | None] = {}
     t0 = time.perf_counter()
-
-    def score(sigma: float) -> float:
-        """Validation PSNR at σ, averaged over the folds (each fits one half, validates on the other)."""
-        sigma = float(f"{sigma:.6g}")
-        if sigma not in tried:
-            vals = [fit_pixels(coords[f], rgb[f], replace(trial_cfg, sigma=sigma), [seed], device,
-                               evals={"val": (coords[~f], rgb[~f])}).eval_psnr["val"][0] for f in folds]
-            tried[sigma] = None if None in vals else float(np.mean(vals))
-            if log:
-                log(f"auto σ: σ={sigma:g}: validation PSNR {tried[sigma]}")
-        return -math.inf if tried[sigma] is None else tried[sigma]
-
     hi = search.hi if search.hi is not None else max(search.lo, cap(coords))
-    chosen, best = pick_sigma(score, sigma_lattice(search.lo, hi, search.ratio), search.tol_db)
-    return SigmaChoice(sigma=float(f"{chosen:.6g}"), validated=float(f"{best:.6g}"), trials=list(tried.items()),
-                       fit_pixels=int(even.sum()), val_pixels=int((~even).sum()), folds=len(folds),
+    sigmas = [float(f"{s:.6g}") for s in sigma_lattice(search.lo, hi, search.ratio)]
+    trial_cfg = replace(cfg, steps=search.steps or cfg.steps)
+    result = validation_fits(coords, rgb, trial_cfg, sigmas, seed, device, search.folds)
+    val = dict(zip(sigmas, fold_means(result.eval_psnr["val"], len(sigmas))))
+    if log:
+        log("auto σ: validation PSNR " + ", ".join(f"σ={s:g}: {v}" for s, v in val.items()))
+    chosen, best = pick_sigma(lambda s: -math.inf if val[s] is None else val[s], sigmas, search.tol_db)
+    even = checkerboard(coords)
+    return SigmaChoice(sigma=chosen, validated=best, trials=list(val.items()),
+                       fit_pixels=int(even.sum()), val_pixels=int((~even).sum()), folds=min(2, max(1, search.folds)),
                        seconds=time.perf_counter() - t0)
 
 

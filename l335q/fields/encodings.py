@@ -7,11 +7,12 @@
             2m inputs, as many as ``gaussian``
   gaussian  γ(g) = [cos 2πBg, sin 2πBg], B ∈ R^{m x 2}, B_ij ~ N(0, σ²) (Tancik et al. 2020), drawn per seed
             from torch.Generator(seed) so a seed has the same features alone or in a batch.
-An encoding is a frequency matrix per seed: B of shape (S, 2, m) (identity for ``none``).
+An encoding is a frequency matrix per seed: B of shape (S, 2, m) (identity for ``none``); σ may differ per seed.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -26,19 +27,27 @@ def posenc_frequencies(features: int, sigma: float) -> torch.Tensor:
     return torch.stack([torch.cat([f, zeros]), torch.cat([zeros, f])]).float()
 
 
-def frequency_matrix(encoding: str, seeds: list[int], features: int = 256, sigma: float = 10.0) -> torch.Tensor | None:
-    """B for every seed: (S, 2, m) float32, or None for ``none`` (raw coordinates)."""
+def frequency_matrix(encoding: str, seeds: list[int], features: int = 256,
+                     sigma: float | Sequence[float] = 10.0) -> torch.Tensor | None:
+    """B for every seed: (S, 2, m) float32, or None for ``none`` (raw coordinates).
+
+    sigma: one σ for every seed, or one per seed (members of a batch that differ in σ only: the same seed
+    twice gives the same B₀ times two σ, exactly as two separate calls would)."""
     S = len(seeds)
+    sigmas = [float(sigma)] * S if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    if len(sigmas) != S:
+        raise ValueError(f"{len(sigmas)} σ for {S} seeds")
     if encoding == "none":
         return None
     if encoding == "basic":
         return torch.eye(2).expand(S, 2, 2).clone()
     if encoding == "posenc":
-        return posenc_frequencies(features, sigma).expand(S, -1, -1).clone()
+        return torch.stack([posenc_frequencies(features, s) for s in sigmas])
     if encoding == "gaussian":
         # per seed, its own stream (offset so it differs from the stream the weights are drawn from)
-        return torch.stack([torch.randn(2, features, generator=torch.Generator().manual_seed(int(s) + 7_919_000_001))
-                            for s in seeds]) * float(sigma)
+        B0 = torch.stack([torch.randn(2, features, generator=torch.Generator().manual_seed(int(s) + 7_919_000_001))
+                          for s in seeds])
+        return B0 * torch.tensor(sigmas, dtype=torch.float32).view(S, 1, 1)
     raise ValueError(f"unknown encoding {encoding!r} (known: {', '.join(ENCODINGS)})")
 
 

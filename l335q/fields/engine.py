@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from .. import UserError
 from ..checkpoints import NO_CHECKPOINTS, Interrupted
 from ..optim import MOMENTUM, OPTIMIZERS, make_optimizer
-from .encodings import ENCODINGS, encode, frequency_matrix
-from .models import ACTIVATIONS, INITIALISERS, OUTPUTS, BatchedMLP
+from .encodings import ENCODINGS, frequency_matrix
+from .models import ACTIVATIONS, INITIALISERS, OUTPUTS, Field
+from .pixels import Pixels, psnr, seed_psnr  # noqa: F401  (psnr: part of the engine's interface)
 
 LOSSES = ("mse", "l1", "huber")
-RENDER_PIXELS = 65_536            # pixels per forward pass when rendering or scoring
 CPU_BUDGET_BYTES = 3 * 2**30      # working memory assumed on a CPU device
 CHECK_EVERY = 50                  # steps between looks at the checkpoint clock and the stop flag
 
@@ -69,53 +69,17 @@ class FieldConfig:
         return asdict(self)
 
 
-def psnr(pred, target) -> float:
-    """PSNR in dB of colours in [0, 1] over all of pred (any shape, e.g. an h x w x 3 image): 10·log10(1 / MSE)."""
-    pred, target = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
-    return float(10.0 * torch.log10(1.0 / ((pred - target) ** 2).mean()))
+# ----------------------------------------------------------------------------- loss
 
-
-def seed_psnr(pred, target) -> torch.Tensor:
-    """PSNR per seed: pred (S, ...) against target of the same shape (or broadcastable), over all other axes."""
-    pred, target = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
-    return 10.0 * torch.log10(1.0 / ((pred - target) ** 2).flatten(1).mean(1))
-
-
-# ----------------------------------------------------------------------------- one chunk of seeds: a field
-
-class Field(torch.nn.Module):
-    """Encoding + batched MLP for a list of seeds: coords (N, 2) -> colours (S, N, 3)."""
-
-    def __init__(self, cfg: FieldConfig, seeds: list[int]):
-        super().__init__()
-        B = frequency_matrix(cfg.encoding, seeds, cfg.features, cfg.sigma)
-        self.register_buffer("B", B)
-        in_dim = 2 if B is None else 2 * B.shape[-1]
-        self.mlp = BatchedMLP(seeds, in_dim, cfg.depth, cfg.width, cfg.activation, cfg.output, cfg.init)
-
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        x = encode(coords, self.B)
-        if x.shape[0] != len(self.mlp.seeds):
-            x = x.expand(len(self.mlp.seeds), -1, -1)
-        return self.mlp(x)
-
-    @torch.no_grad()
-    def render(self, coords: torch.Tensor) -> torch.Tensor:
-        dev = self.mlp.weights[0].device
-        coords = torch.as_tensor(coords, dtype=torch.float32)
-        outs = [self(coords[i:i + RENDER_PIXELS].to(dev)).float().cpu() for i in range(0, len(coords), RENDER_PIXELS)]
-        return torch.cat(outs, dim=1)
-
-
-def per_seed_loss(cfg: FieldConfig, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(S,) mean loss of each seed over its pixels and channels."""
+def per_seed_loss(cfg: FieldConfig, pred: torch.Tensor, target: torch.Tensor, weight=None) -> torch.Tensor:
+    """(S,) mean loss of each seed over its pixels and channels (weight (S, N): see ``Pixels``)."""
     if cfg.loss == "mse":
         err = F.mse_loss(pred, target, reduction="none")
     elif cfg.loss == "l1":
         err = F.l1_loss(pred, target, reduction="none")
     else:
         err = F.huber_loss(pred, target, reduction="none", delta=cfg.huber_delta)
-    return err.flatten(1).mean(1)
+    return err.flatten(1).mean(1) if weight is None else (err.mean(2) * weight).sum(1)
 
 
 # ----------------------------------------------------------------------------- memory: how many seeds at once
@@ -155,6 +119,7 @@ class FitResult:
     seconds: float
     chunk: int                                      # seeds trained together per batched model
     fields: list[Field] = field(default_factory=list, repr=False)
+    steps_run: list[int] = field(default_factory=list)   # per seed: steps trained (fewer where ``until`` stopped it)
 
     @property
     def heldout_psnr(self) -> list[float | None] | None:
@@ -171,13 +136,28 @@ class FitResult:
         return self.render(torch.from_numpy(grid(h, w).reshape(-1, 2))).reshape(len(self.seeds), h, w, 3).numpy()
 
 
-def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step, ckpt):
+def _shrink_optimizer(opt, cfg: FieldConfig, old: Field, new: Field, keep: list[int]):
+    """An optimiser for ``new`` (``old``'s members ``keep``) carrying those members' state over."""
+    out = make_optimizer(cfg.optimizer, new.parameters(), cfg.lr, cfg.momentum)
+    idx = torch.tensor(keep, device=new.mlp.weights[0].device)
+    for po, pn in zip(old.parameters(), new.parameters()):
+        state = opt.state.get(po)
+        if state:
+            out.state[pn] = {k: v[idx].clone() if torch.is_tensor(v) and v.shape == po.shape else v for k, v in state.items()}
+    return out
+
+
+def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until):
     torch_dev = torch.device(device)
-    model = Field(cfg, seeds).to(torch_dev)
+    full = model = Field(cfg, seeds, sigmas).to(torch_dev)      # model: the members still training
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
-    S, N = len(seeds), coords.shape[0]
-    coords_d, rgb_d = coords.to(torch_dev), rgb.to(torch_dev)
+    S, N = len(seeds), pix.n
+    dev_pix = pix.to(torch_dev)
+    sampling = bool(cfg.batch_pixels) and cfg.batch_pixels < N
     gens = [torch.Generator().manual_seed(int(s) + 104_729) for s in seeds] if cfg.batch_pixels else []
+    counts = pix.counts(S)
+    alive, last = list(range(S)), [cfg.steps] * S
+    latest = {k: torch.full((S,), math.nan, dtype=torch.float64) for k in evals}
     sampled, losses, first = [], [], 0
     stage = ckpt.stage()
 
@@ -193,6 +173,10 @@ def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step, ckpt)
         for g, state in zip(gens, saved["gens"]):
             g.set_state(state)
         sampled, losses, first = list(saved["sampled"]), [t.to(torch_dev) for t in saved["losses"]], saved["step"]
+    train_pix, train_evals = dev_pix, evals
+    if not sampling:
+        with torch.no_grad():
+            x, target = model.features(dev_pix.coords), dev_pix.target(S)   # every step's input: encoded once
     for step in range(first, cfg.steps):
         if step % CHECK_EVERY == 0 and step > first:
             stage.tick(step, cfg.steps, "step")
@@ -200,42 +184,72 @@ def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step, ckpt)
                 save(step)
             if stage.stop_requested:
                 raise Interrupted(f"stopped at step {step} of {cfg.steps}")
-        if cfg.batch_pixels and cfg.batch_pixels < N:
-            idx = torch.stack([torch.randint(N, (cfg.batch_pixels,), generator=g) for g in gens]).to(torch_dev)
-            pred = model(coords_d[idx])
-            target = rgb_d[idx]
+        if sampling:
+            idx = torch.stack([torch.randint(counts[i], (cfg.batch_pixels,), generator=gens[i]) for i in alive])
+            idx = idx.to(torch_dev)
+            at = idx if train_pix.shared else (torch.arange(len(alive), device=torch_dev)[:, None], idx)
+            loss = per_seed_loss(cfg, model(train_pix.coords[at]), train_pix.rgb[at])
         else:
-            pred = model(coords_d)
-            target = rgb_d.expand(S, -1, -1)
-        loss = per_seed_loss(cfg, pred, target)
+            loss = per_seed_loss(cfg, model.mlp(x), target, train_pix.weight)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
-        if step % log_every == 0 or step == cfg.steps - 1:
+        stop = set()
+        if until is not None and (step + 1) % until[0] == 0 and step + 1 < cfg.steps:
+            for k, e in train_evals.items():
+                latest[k][alive] = model.score(e)
+            stop = set(until[1](step + 1, latest)) & set(alive)
+        if step % log_every == 0 or step == cfg.steps - 1 or len(stop) == len(alive):
             sampled.append(step)
-            losses.append(loss.detach())
+            losses.append(torch.full((S,), math.nan, device=torch_dev).index_put((torch.tensor(alive, device=torch_dev),),
+                                                                                 loss.detach()))
             if on_step is not None:
                 on_step(step, loss.detach())
+        if stop:                                   # these members stop here; the others train on without them
+            for i in stop:
+                last[i] = step + 1
+            if len(stop) == len(alive):
+                break
+            keep = [j for j, i in enumerate(alive) if i not in stop]
+            if model is not full:
+                full.put(model, [j for j, i in enumerate(alive) if i in stop], [i for i in alive if i in stop])
+            smaller = model.members(keep)
+            opt = _shrink_optimizer(opt, cfg, model, smaller, keep)
+            model, alive = smaller, [alive[j] for j in keep]
+            train_pix, train_evals = dev_pix.pick(alive), {k: e.pick(alive) for k, e in evals.items()}
+            if not sampling:
+                x, target = x[keep], target[keep]
+    if model is not full:
+        full.put(model, list(range(len(alive))), alive)
     if first < cfg.steps and stage.due():
         save(cfg.steps)
     curve = torch.stack(losses).T.double().cpu() if losses else torch.empty(S, 0)
-    out = model.render(coords).clamp(0.0, 1.0)
-    train = seed_psnr(out, rgb.expand(S, -1, -1))
-    scores = {name: seed_psnr(model.render(c).clamp(0.0, 1.0), t.expand(S, -1, -1)) for name, (c, t) in evals.items()}
+    out = full.render(pix.coords).clamp(0.0, 1.0)
+    train = seed_psnr(out, pix.target(S), pix.weight)
+    scores = {name: full.score(e) for name, e in evals.items()}
     bad = ~torch.isfinite(out).flatten(1).all(1)
     if curve.numel():
-        bad |= ~torch.isfinite(curve).all(1)
-    return model, sampled, curve, train, scores, bad
+        ran = torch.tensor(sampled)[None, :] < torch.tensor(last)[:, None]     # samples taken while training
+        bad |= (~torch.isfinite(curve) & ran).any(1)
+    return full, sampled, curve, train, scores, bad, last
 
 
 def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "cpu",
                evals: dict | None = None, log_every: int | None = None, on_step=None,
-               chunk: int | None = None, ckpt=NO_CHECKPOINTS) -> FitResult:
+               chunk: int | None = None, ckpt=NO_CHECKPOINTS, sigmas: list[float] | None = None,
+               until=None) -> FitResult:
     """Fit S = len(seeds) fields to pixels (coords (N, 2) in [0, 1)², rgb (N, 3) in [0, 1]).
 
-    evals: name -> (coords, rgb) scored after training (e.g. {"heldout": ...}). log_every: loss sampling
-    interval in steps (default steps // 50). on_step(step, per-seed losses of the chunk) is called at sampled
-    steps (once per chunk of seeds). The fitted fields stay on ``device`` for ``render`` (parameters only).
+    coords, rgb: arrays (one pixel set for every seed) or lists of S arrays (one set per member, see ``Pixels``);
+    likewise each of evals: name -> (coords, rgb), scored after training (e.g. {"heldout": ...}).
+    sigmas: one σ per member (default: cfg.sigma for every member); seeds may repeat.
+    log_every: loss sampling interval in steps (default steps // 50). on_step(step, per-seed losses of the
+    chunk still training) is called at sampled steps (once per chunk of seeds).
+    until: (k, fn): every k steps fn(step, {eval name: (S,) PSNR of the chunk's members}) names the members
+    (positions in the chunk) that stop there: they leave the batched model (their parameters and scores are
+    those of that step, ``steps_run`` says when; values of members stopped earlier stay as they were), the
+    others train on as a smaller batch; naming every member still training ends the chunk. Not with ``ckpt``.
+    The fitted fields stay on ``device`` for ``render``.
     chunk: seeds per batched model (default: as many as fit the device's memory).
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps).
@@ -243,23 +257,27 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     cfg.check()
     if not seeds:
         raise UserError("no seeds to fit")
-    coords = torch.as_tensor(np.asarray(coords), dtype=torch.float32)
-    rgb = torch.as_tensor(np.asarray(rgb), dtype=torch.float32)
-    evals = {k: (torch.as_tensor(np.asarray(c), dtype=torch.float32), torch.as_tensor(np.asarray(t), dtype=torch.float32))
-             for k, (c, t) in (evals or {}).items()}
+    if until is not None and ckpt is not NO_CHECKPOINTS:
+        raise ValueError("a fit whose members stop early (until) is not checkpointed")
+    pix = Pixels.of(coords, rgb)
+    evals = {k: Pixels.of(c, t) for k, (c, t) in (evals or {}).items()}
     log_every = max(1, log_every or cfg.steps // 50)
     in_dim = 2 if cfg.encoding == "none" else 2 * frequency_matrix(cfg.encoding, [0], cfg.features, cfg.sigma).shape[-1]
-    pixels = min(cfg.batch_pixels or coords.shape[0], coords.shape[0])
+    pixels = min(cfg.batch_pixels or pix.n, pix.n)
     chunk = min(chunk or len(seeds), seed_chunk(cfg, len(seeds), pixels, device, in_dim))
     t0 = time.perf_counter()
-    fields, train, scores, curves, bad, steps = [], [], {k: [] for k in evals}, [], [], []
+    fields, train, scores, curves, bad, steps, run = [], [], {k: [] for k in evals}, [], [], [], []
     for i in range(0, len(seeds), chunk):
-        model, steps, curve, tr, sc, bd = _fit_chunk(coords, rgb, cfg, seeds[i:i + chunk], device, evals, log_every, on_step,
-                                                    ckpt)
+        j = min(i + chunk, len(seeds))
+        model, sampled, curve, tr, sc, bd, last = _fit_chunk(
+            pix.members(i, j), cfg, seeds[i:j], None if sigmas is None else sigmas[i:j], device,
+            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until)
         fields.append(model)
         train.append(tr)
         curves.append(curve)
         bad.append(bd)
+        run += last
+        steps = sampled if len(sampled) > len(steps) else steps
         for k in evals:
             scores[k].append(sc[k])
     if str(device).startswith("cuda"):
@@ -269,11 +287,12 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     def per_seed(t: torch.Tensor) -> list[float | None]:
         return [None if b or not math.isfinite(v) else float(v) for v, b in zip(t.tolist(), bad)]
 
-    curve = torch.cat(curves)
+    longest = max(c.shape[1] for c in curves)          # a chunk ``until`` stopped early has a shorter curve
+    curve = torch.cat([F.pad(c, (0, longest - c.shape[1]), value=math.nan) for c in curves])
     return FitResult(seeds=list(seeds), config=cfg, train_psnr=per_seed(torch.cat(train)),
                      eval_psnr={k: per_seed(torch.cat(v)) for k, v in scores.items()}, loss_steps=list(steps),
                      loss_curve=[[v if math.isfinite(v) else None for v in row] for row in curve.tolist()],
-                     diverged=bad, seconds=time.perf_counter() - t0, chunk=chunk, fields=fields)
+                     diverged=bad, seconds=time.perf_counter() - t0, chunk=chunk, fields=fields, steps_run=run)
 
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",

@@ -19,15 +19,20 @@ and ``default`` equals ``torch.manual_seed(seed)`` followed by building the nn.L
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 
+from .encodings import encode, frequency_matrix
+from .pixels import Pixels, seed_psnr
+
 INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren")
 ACTIVATIONS = ("relu", "sine")
 OUTPUTS = ("sigmoid", "relu")
 SIREN_W0 = 30.0
+RENDER_PIXELS = 65_536            # pixels per forward pass when rendering or scoring
 
 
 def init_layer(init: str, fan_in: int, fan_out: int, gen: torch.Generator, first: bool = False,
@@ -105,3 +110,55 @@ class BatchedMLP(nn.Module):
             if k < last:
                 x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
         return torch.sigmoid(x) if self.output == "sigmoid" else torch.relu(x)
+
+
+class Field(torch.nn.Module):
+    """Encoding + batched MLP for a list of seeds: coords (N, 2), or (S, N, 2) one set per member -> colours
+    (S, N, 3). sigmas: one σ per member (default: cfg.sigma for all); a seed listed twice with two σ gives two
+    members with the same weights and B₀, differing in σ only."""
+
+    def __init__(self, cfg, seeds: list[int], sigmas: list[float] | None = None):
+        super().__init__()
+        B = frequency_matrix(cfg.encoding, seeds, cfg.features, cfg.sigma if sigmas is None else sigmas)
+        self.register_buffer("B", B)
+        in_dim = 2 if B is None else 2 * B.shape[-1]
+        self.mlp = BatchedMLP(seeds, in_dim, cfg.depth, cfg.width, cfg.activation, cfg.output, cfg.init)
+
+    def features(self, coords: torch.Tensor) -> torch.Tensor:
+        """The MLP's input for every member: (S, N, d)."""
+        x = encode(coords, self.B)
+        return x if x.shape[0] == len(self.mlp.seeds) else x.expand(len(self.mlp.seeds), -1, -1)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.features(coords))
+
+    @torch.no_grad()
+    def render(self, coords: torch.Tensor) -> torch.Tensor:
+        dev = self.mlp.weights[0].device
+        coords = torch.as_tensor(coords, dtype=torch.float32)
+        outs = [self(coords[..., i:i + RENDER_PIXELS, :].to(dev)).float().cpu()
+                for i in range(0, coords.shape[-2], RENDER_PIXELS)]
+        return torch.cat(outs, dim=1)
+
+    def score(self, pix: Pixels) -> torch.Tensor:
+        """PSNR per member on ``pix`` (the render clamped to [0, 1])."""
+        return seed_psnr(self.render(pix.coords).clamp(0.0, 1.0), pix.target(len(self.mlp.seeds)), pix.weight)
+
+    def members(self, keep: list[int]) -> "Field":
+        """A copy holding only the members at positions ``keep`` (parameters and B copied, not shared)."""
+        sub = copy.deepcopy(self)
+        idx = torch.tensor(keep, device=self.mlp.weights[0].device)
+        for params in (sub.mlp.weights, sub.mlp.biases):
+            for k, p in enumerate(params):
+                params[k] = nn.Parameter(p.detach()[idx].clone())
+        if self.B is not None:
+            sub.B = self.B[idx].clone()
+        sub.mlp.seeds = [self.mlp.seeds[i] for i in keep]
+        return sub
+
+    @torch.no_grad()
+    def put(self, other: "Field", rows: list[int], at: list[int]) -> None:
+        """Copy the parameters of ``other``'s members ``rows`` into this field's members ``at``."""
+        src, dst = torch.tensor(rows), torch.tensor(at)
+        for mine, theirs in zip(self.parameters(), other.parameters()):
+            mine[dst.to(mine.device)] = theirs[src.to(theirs.device)]
