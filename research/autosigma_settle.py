@@ -45,7 +45,7 @@ def record(a) -> None:
         def keep(step, scores):
             steps.append(step)
             val.append([round(float(v), 4) for v in scores["val"]])
-            return False
+            return ()
 
         t0 = time.perf_counter()
         result = validation_fits(coords, rgb, cfg, sigmas, 0, "cpu", 2, until=(a.every, keep))

@@ -12,7 +12,8 @@ from torch import nn
 
 from l335q.data.images import load_image, resize
 from l335q.fields.encodings import encode, frequency_matrix
-from l335q.fields.engine import FieldConfig, fit_image, psnr, seed_psnr
+from l335q.data.images import split_pixels
+from l335q.fields.engine import FieldConfig, fit_image, fit_pixels, psnr, seed_psnr
 from l335q.fields.models import INITIALISERS, SIREN_W0, BatchedMLP
 from tests.conftest import l335q_cmd
 
@@ -126,6 +127,47 @@ def test_batched_equals_one_by_one(tiny, optimizer, batch_pixels):
             np.testing.assert_allclose(other.loss_curve[i], solo.loss_curve[0], rtol=1e-5)
             np.testing.assert_allclose(other.render_image(8, 8)[i], solo.render_image(8, 8)[0], atol=1e-5)
     assert len({round(p, 3) for p in batched.train_psnr}) == 3, "seeds should differ"
+
+
+@pytest.mark.parametrize("batch_pixels", [None, 16])
+def test_members_with_their_own_sigma_and_pixels_equal_solo_fits(tiny, batch_pixels):
+    """One batched model whose members differ in σ and in the pixels they fit (sets of unequal size, padded
+    and weighted) scores each member as that member fitted alone."""
+    (c, r), _ = split_pixels(tiny, "all")
+    sets = [np.arange(len(c)) % 3 != 0, np.arange(len(c)) % 3 == 0, np.arange(len(c)) % 2 == 0]
+    cfg = FieldConfig(depth=3, width=24, encoding="gaussian", features=16, steps=30, loss="huber", batch_pixels=batch_pixels)
+    sigmas, seeds = [2.0, 3.0, 5.0], [7, 7, 8]
+    both = fit_pixels([c[m] for m in sets], [r[m] for m in sets], cfg, seeds, sigmas=sigmas,
+                      evals={"v": ([c[~m] for m in sets], [r[~m] for m in sets])})
+    for i, m in enumerate(sets):
+        solo = fit_pixels(c[m], r[m], FieldConfig(**{**cfg.as_dict(), "sigma": sigmas[i]}), [seeds[i]],
+                          evals={"v": (c[~m], r[~m])})
+        assert both.eval_psnr["v"][i] == pytest.approx(solo.eval_psnr["v"][0], abs=1e-5)
+        assert both.train_psnr[i] == pytest.approx(solo.train_psnr[0], abs=1e-5)
+    assert len({round(v, 3) for v in both.eval_psnr["v"]}) == 3
+
+
+def test_members_that_stop_early_leave_the_others_as_they_were(tiny):
+    """``until`` stops member 0 at step 20 and member 2 at 40: each equals a solo fit of that many steps,
+    the others equal full-length solo fits; the stopped members' later loss samples are None."""
+    (c, r), held = split_pixels(tiny, "every-other")
+    cfg = FieldConfig(depth=3, width=24, encoding="gaussian", features=16, steps=60)
+    sigmas = [1.0, 2.0, 4.0, 8.0]
+    seen = []
+
+    def until(step, scores):
+        seen.append(scores["heldout"].clone())
+        return {0} if step == 20 else {2} if step == 40 else ()
+
+    both = fit_pixels(c, r, cfg, [0] * 4, sigmas=sigmas, evals={"heldout": held}, until=(10, until), log_every=10)
+    assert both.steps_run == [20, 60, 40, 60] and not any(both.diverged)
+    assert seen[-1][0] == seen[1][0] and torch.isfinite(seen[-1]).all()      # stopped at 20: frozen since
+    for i, sigma in enumerate(sigmas):
+        solo = fit_pixels(c, r, FieldConfig(**{**cfg.as_dict(), "sigma": sigma, "steps": both.steps_run[i]}), [0],
+                          evals={"heldout": held})
+        assert both.heldout_psnr[i] == pytest.approx(solo.heldout_psnr[0], abs=1e-5)
+        np.testing.assert_allclose(both.render_image(8, 8)[i], solo.render_image(8, 8)[0], atol=1e-5)
+    assert both.loss_curve[0][-1] is None and both.loss_curve[1][-1] is not None
 
 
 def test_reported_psnr_is_the_psnr_of_the_render(tiny):

@@ -3,14 +3,18 @@ pixels, upsampling geometry, baseline alignment, and tiny end-to-end submissions
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from l335q.data.images import grid, load_image, resize, split_pixels
-from l335q.fields.autosigma import Search, auto_sigma, cap, checkerboard, pick_sigma, sigma_lattice
-from l335q.fields.engine import FieldConfig, fit_image
+from l335q.fields.autosigma import (Search, auto_sigma, cap, checkerboard, fold_means, pick_sigma, settling,
+                                    sigma_lattice)
+from l335q.fields.engine import FieldConfig, fit_image, fit_pixels
 from l335q.fields.summary import consistency, spearman
 from l335q.fields.upsampling import dense_grid, downsample, interpolate, render_dense, scores
 from l335q.specs import SpecError, expand
@@ -58,6 +62,7 @@ def test_checkerboard_splits_a_sparse_lattice_in_halves_of_alternating_pixels():
     part = checkerboard(coords).reshape(6, 5)
     assert part.sum() == 15 and part[0, 0] and not part[0, 1] and not part[1, 0] and part[1, 1]
     assert sigma_lattice(0.5, 8.0, 2.0) == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert [round(s, 4) for s in sigma_lattice(0.25, 6.0, 2 ** 0.75)] == [0.3536, 0.5946, 1.0, 1.6818, 2.8284, 4.7568]
     assert cap(coords) == 5 / 4                  # the σ search stops at a quarter of the lattice's shorter side
 
 
@@ -66,7 +71,7 @@ def test_pick_sigma_takes_the_largest_sigma_within_tolerance_of_the_best():
     def score(s):
         return 25.6 if s < 0.4 else 25.2 if 2.5 < s < 4.5 else 24.0
     sigmas = sigma_lattice(0.25, 6.0, 2 ** 0.5)                     # 0.25, 0.35, 0.5, ... 4, 5.66
-    assert pick_sigma(score, sigmas, 0.5) == (pytest.approx(4.0), 0.25)
+    assert pick_sigma(score, sigmas, 0.5) == (pytest.approx(4.0), pytest.approx(0.25))
     assert pick_sigma(score, sigmas, 0.3)[0] == pytest.approx(0.25 * 2 ** 0.5)   # the mode at 4 is too far down
     assert pick_sigma(lambda s: -abs(s - 3.0), [1.0, 2.0], 0.0) == (2.0, 2.0)    # never past the largest tried
 
@@ -95,10 +100,69 @@ def test_auto_sigma_never_touches_held_out_pixels():
     scrambled[held] = np.random.default_rng(1).random((held.sum(), 3))
     second = auto_sigma(scrambled, TINY, "every-other", seed=0, search=search)
     assert second.sigma == first.sigma and second.trials == first.trials
-    assert len(first.trials) == 3 and first.folds == 2 and first.fit_pixels + first.val_pixels == 12 * 12
+    assert len(first.trials) == 3 and first.folds == 1 and first.fit_pixels + first.val_pixels == 12 * 12
     touched = img.copy()
     touched[0, 0] = 1.0 - touched[0, 0]
     assert auto_sigma(touched, TINY, "every-other", seed=0, search=search).trials != first.trials
+
+
+def _solo_choice(coords, rgb, cfg, search: Search, steps_each=None):
+    """The σ search done the slow way: each (σ, fold) fitted alone (with the same stop rule for one member)."""
+    even = checkerboard(coords)
+    sigmas = [float(f"{s:.6g}") for s in sigma_lattice(search.lo, search.hi, search.ratio)]   # as choose_sigma rounds
+    vals, steps = [], []
+    for k, sigma in enumerate(sigmas):
+        for f in [even, ~even][:search.folds]:
+            one = replace(cfg, sigma=sigma, steps=steps_each or cfg.steps)
+            r = fit_pixels(coords[f], rgb[f], one, [0], evals={"val": (coords[~f], rgb[~f])},
+                           until=None if steps_each else settling(search, cfg.steps, 1))
+            vals.append(r.eval_psnr["val"][0])
+            steps.append(r.steps_run[0])
+    per = fold_means(vals, len(sigmas))
+    return pick_sigma(dict(zip(sigmas, per)).__getitem__, sigmas, search.tol_db)[0], per, steps
+
+
+@pytest.mark.parametrize("budget,settle,steps", [(0.0, 0.3, 150), (1.0, 0.0, 90)])
+def test_the_batched_search_equals_fitting_each_sigma_alone(budget, settle, steps):
+    """All (σ, fold) trials as one batched model, members leaving as they settle (or all at once when the
+    budget runs out), give the validation PSNRs, steps and choice of fitting each trial on its own."""
+    img = resize(load_image("sample:camera"), 24)
+    (coords, rgb), _ = split_pixels(img, "every-other")
+    cfg = replace(TINY, steps=steps)
+    search = Search(lo=0.5, hi=3.0, ratio=2 ** 0.75, folds=2, budget=budget, settle_db=settle, looks=steps // 10)
+    batched = auto_sigma(img, cfg, "every-other", seed=0, search=search)
+    budget_steps = None
+    if budget:                        # 8 members, a look every 10 steps: 90 member-steps allow 10 steps each
+        budget_steps = 10
+        assert batched.steps == [10] * 4
+    solo, per, steps = _solo_choice(coords, rgb, cfg, search, budget_steps)
+    assert [s for s, _ in batched.trials] == pytest.approx(sigma_lattice(0.5, 3.0, 2 ** 0.75), rel=1e-5)
+    assert [v for _, v in batched.trials] == pytest.approx(per, abs=1e-4)
+    assert batched.steps == [max(steps[2 * k:2 * k + 2]) for k in range(4)]
+    assert batched.sigma == pytest.approx(solo, rel=1e-5)
+    if not budget:
+        assert len(set(steps)) > 1, "some trials should settle before others"
+
+
+def test_settling_stops_a_flat_trial_and_everything_at_the_budget():
+    every, stop = settling(Search(settle_db=0.1, window=3, looks=10, budget=2.0), steps=100, members=3)
+    assert every == 10
+    names = [sorted(stop(10 * k, {"val": torch.tensor([20.0, 20.0 + 0.2 * k, math.nan if k == 1 else 0.0])}))
+             for k in range(1, 21)]
+    # look 1: member 2 is not finite; look 4: member 0 has moved < 0.1 dB over its last 3 looks (4 values);
+    # member 1 rises 0.6 dB per 3 looks and never settles: member-steps spent after look k >= 4 are
+    # 30 + 20 + 20 + 20 + 10 (k - 4), and the budget of 200 ends it at the look where another 10 would pass it
+    stops = {i: n for i, n in enumerate(names, start=1) if n}
+    assert stops == {1: [2], 4: [0], 15: [1]}
+
+
+def test_the_automatic_sigma_is_reproducible_on_cpu():
+    img = resize(load_image("sample:coffee"), 24)
+    search = Search(lo=0.5, hi=3.0)
+    first = auto_sigma(img, TINY, "every-other", seed=3, search=search)
+    again = auto_sigma(img, TINY, "every-other", seed=3, search=search)
+    assert again.sigma == first.sigma and again.trials == first.trials and again.steps == first.steps
+    assert auto_sigma(img, TINY, "every-other", seed=4, search=search).trials != first.trials
 
 
 def test_upsampled_render_has_factor_times_the_size_and_agrees_at_shared_centres():
