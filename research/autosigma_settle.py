@@ -42,7 +42,7 @@ def record(a) -> None:
         sigmas = [float(f"{s:.6g}") for s in sigma_lattice(Search.lo, cap(coords), Search.ratio)]
         steps, val = [], []
 
-        def keep(step, scores):
+        def keep(step, scores, first):
             steps.append(step)
             val.append([round(float(v), 4) for v in scores["val"]])
             return ()
@@ -77,7 +77,7 @@ def replay(row, search, steps: int = 300) -> tuple[float, float, list[int]]:
     for step in range(every, steps, every):
         now = [row["val"][at[step]][m] for m in members]
         shown = np.array([v if i in alive else value[i] for i, v in enumerate(now)], dtype=float)
-        for i in fn(step, {"val": shown}):
+        for i in fn(step, {"val": shown}, 0):
             value[i], stopped[i] = now[i], step
             alive.discard(i)
         if not alive:

@@ -149,15 +149,17 @@ def test_members_with_their_own_sigma_and_pixels_equal_solo_fits(tiny, batch_pix
 
 def test_members_that_stop_early_leave_the_others_as_they_were(tiny):
     """``until`` stops member 0 at step 20 and member 2 at 40: each equals a solo fit of that many steps,
-    the others equal full-length solo fits; the stopped members' later loss samples are None."""
+    the others equal full-length solo fits; the stopped members' later loss samples are None. Split into
+    chunks of 2 members (``until`` is told where each chunk starts) it gives the same."""
     (c, r), held = split_pixels(tiny, "every-other")
     cfg = FieldConfig(depth=3, width=24, encoding="gaussian", features=16, steps=60)
     sigmas = [1.0, 2.0, 4.0, 8.0]
     seen = []
 
-    def until(step, scores):
+    def until(step, scores, first):
         seen.append(scores["heldout"].clone())
-        return {0} if step == 20 else {2} if step == 40 else ()
+        wanted = {0} if step == 20 else {2} if step == 40 else set()
+        return {g - first for g in wanted if first <= g < first + len(scores["heldout"])}
 
     both = fit_pixels(c, r, cfg, [0] * 4, sigmas=sigmas, evals={"heldout": held}, until=(10, until), log_every=10)
     assert both.steps_run == [20, 60, 40, 60] and not any(both.diverged)
@@ -168,6 +170,9 @@ def test_members_that_stop_early_leave_the_others_as_they_were(tiny):
         assert both.heldout_psnr[i] == pytest.approx(solo.heldout_psnr[0], abs=1e-5)
         np.testing.assert_allclose(both.render_image(8, 8)[i], solo.render_image(8, 8)[0], atol=1e-5)
     assert both.loss_curve[0][-1] is None and both.loss_curve[1][-1] is not None
+    chunked = fit_pixels(c, r, cfg, [0] * 4, sigmas=sigmas, evals={"heldout": held}, until=(10, until), chunk=2)
+    assert chunked.chunk == 2 and chunked.steps_run == both.steps_run
+    assert chunked.heldout_psnr == pytest.approx(both.heldout_psnr, abs=1e-5)
 
 
 def test_reported_psnr_is_the_psnr_of_the_render(tiny):

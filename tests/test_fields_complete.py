@@ -154,6 +154,12 @@ def test_settling_stops_a_flat_trial_and_everything_at_the_budget():
     # 30 + 20 + 20 + 20 + 10 (k - 4), and the budget of 200 ends it at the look where another 10 would pass it
     stops = {i: n for i, n in enumerate(names, start=1) if n}
     assert stops == {1: [2], 4: [0], 15: [1]}
+    # 4 members in two chunks of 2, fitted one after the other: each chunk gets half the budget (100
+    # member-steps, 20 a look) and ends at its 5th look, where another 20 would pass it
+    every, stop = settling(Search(settle_db=0.0, looks=10, budget=2.0), steps=100, members=4)
+    for first in (0, 2):
+        names = [sorted(stop(10 * k, {"val": torch.tensor([20.0 + k, 21.0 + k])}, first)) for k in range(1, 8)]
+        assert {i: n for i, n in enumerate(names, start=1) if n} == {5: [0, 1]}
 
 
 def test_the_automatic_sigma_is_reproducible_on_cpu():

@@ -139,22 +139,28 @@ def fold_means(values, n_sigmas: int) -> list[float | None]:
 def settling(search: Search, steps: int, members: int):
     """The ``until`` of a σ search: (every, fn). fn stops a member once its validation PSNR moved less than
     settle_db over the last ``window`` looks (or is not finite), and every member still training when one
-    more interval would take the search past budget × steps member-steps."""
+    more interval would take the search past budget × steps member-steps. Where memory splits the members
+    into chunks fitted one after another, each chunk gets the budget's share of its members."""
     every = max(1, steps // search.looks)
-    history: list[list[float]] = [[] for _ in range(members)]
-    alive, spent = set(range(members)), [0]
+    history: dict[int, list[float]] = {}
+    chunk = {"first": None, "alive": set(), "spent": 0, "budget": 0.0}
 
-    def fn(step: int, scores: dict) -> set[int]:
-        spent[0] += every * len(alive)
+    def fn(step: int, scores: dict, first: int = 0) -> set[int]:
+        val = scores["val"]
+        if chunk["first"] != first:               # a new chunk of members starts
+            chunk.update(first=first, alive=set(range(len(val))), spent=0,
+                         budget=search.budget * steps * len(val) / members)
+        alive = chunk["alive"]
+        chunk["spent"] += every * len(alive)
         stop = set()
         for i in alive:
-            h = history[i]
-            h.append(float(scores["val"][i]))
+            h = history.setdefault(first + i, [])
+            h.append(float(val[i]))
             recent = h[-search.window - 1:]
             if not math.isfinite(h[-1]) or (len(recent) > search.window and max(recent) - min(recent) < search.settle_db):
                 stop.add(i)
         alive.difference_update(stop)
-        if search.budget and spent[0] + every * len(alive) > search.budget * steps:
+        if search.budget and chunk["spent"] + every * len(alive) > chunk["budget"]:
             stop |= alive
             alive.clear()
         return stop

@@ -147,7 +147,7 @@ def _shrink_optimizer(opt, cfg: FieldConfig, old: Field, new: Field, keep: list[
     return out
 
 
-def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until):
+def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until, first_member=0):
     torch_dev = torch.device(device)
     full = model = Field(cfg, seeds, sigmas).to(torch_dev)      # model: the members still training
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
@@ -174,9 +174,10 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
             g.set_state(state)
         sampled, losses, first = list(saved["sampled"]), [t.to(torch_dev) for t in saved["losses"]], saved["step"]
     train_pix, train_evals = dev_pix, evals
-    if not sampling:
-        with torch.no_grad():
-            x, target = model.features(dev_pix.coords), dev_pix.target(S)   # every step's input: encoded once
+    with torch.no_grad():                         # inputs encoded once: every step's, and the looks' of ``until``
+        if not sampling:
+            x, target = model.features(dev_pix.coords), dev_pix.target(S)
+        look_x = {k: model.features(e.coords.to(torch_dev)) for k, e in evals.items()} if until else {}
     for step in range(first, cfg.steps):
         if step % CHECK_EVERY == 0 and step > first:
             stage.tick(step, cfg.steps, "step")
@@ -197,8 +198,8 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
         stop = set()
         if until is not None and (step + 1) % until[0] == 0 and step + 1 < cfg.steps:
             for k, e in train_evals.items():
-                latest[k][alive] = model.score(e)
-            stop = set(until[1](step + 1, latest)) & set(alive)
+                latest[k][alive] = model.score(e, look_x[k])
+            stop = set(until[1](step + 1, latest, first_member)) & set(alive)
         if step % log_every == 0 or step == cfg.steps - 1 or len(stop) == len(alive):
             sampled.append(step)
             losses.append(torch.full((S,), math.nan, device=torch_dev).index_put((torch.tensor(alive, device=torch_dev),),
@@ -217,6 +218,7 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
             opt = _shrink_optimizer(opt, cfg, model, smaller, keep)
             model, alive = smaller, [alive[j] for j in keep]
             train_pix, train_evals = dev_pix.pick(alive), {k: e.pick(alive) for k, e in evals.items()}
+            look_x = {k: v[keep] for k, v in look_x.items()}
             if not sampling:
                 x, target = x[keep], target[keep]
     if model is not full:
@@ -245,8 +247,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     sigmas: one σ per member (default: cfg.sigma for every member); seeds may repeat.
     log_every: loss sampling interval in steps (default steps // 50). on_step(step, per-seed losses of the
     chunk still training) is called at sampled steps (once per chunk of seeds).
-    until: (k, fn): every k steps fn(step, {eval name: (S,) PSNR of the chunk's members}) names the members
-    (positions in the chunk) that stop there: they leave the batched model (their parameters and scores are
+    until: (k, fn): every k steps fn(step, {eval name: (S,) PSNR of the chunk's members}, index of the chunk's
+    first member among all) names the members (positions in the chunk) that stop there: they leave the batched model (their parameters and scores are
     those of that step, ``steps_run`` says when; values of members stopped earlier stay as they were), the
     others train on as a smaller batch; naming every member still training ends the chunk. Not with ``ckpt``.
     The fitted fields stay on ``device`` for ``render``.
@@ -271,7 +273,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
         j = min(i + chunk, len(seeds))
         model, sampled, curve, tr, sc, bd, last = _fit_chunk(
             pix.members(i, j), cfg, seeds[i:j], None if sigmas is None else sigmas[i:j], device,
-            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until)
+            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until, i)
         fields.append(model)
         train.append(tr)
         curves.append(curve)

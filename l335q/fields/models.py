@@ -140,9 +140,11 @@ class Field(torch.nn.Module):
                 for i in range(0, coords.shape[-2], RENDER_PIXELS)]
         return torch.cat(outs, dim=1)
 
-    def score(self, pix: Pixels) -> torch.Tensor:
-        """PSNR per member on ``pix`` (the render clamped to [0, 1])."""
-        return seed_psnr(self.render(pix.coords).clamp(0.0, 1.0), pix.target(len(self.mlp.seeds)), pix.weight)
+    @torch.no_grad()
+    def score(self, pix: Pixels, x: torch.Tensor | None = None) -> torch.Tensor:
+        """PSNR per member on ``pix`` (the render clamped to [0, 1]); x: ``features(pix.coords)`` if at hand."""
+        out = self.render(pix.coords) if x is None else self.mlp(x).float().cpu()
+        return seed_psnr(out.clamp(0.0, 1.0), pix.target(len(self.mlp.seeds)), pix.weight)
 
     def members(self, keep: list[int]) -> "Field":
         """A copy holding only the members at positions ``keep`` (parameters and B copied, not shared)."""
