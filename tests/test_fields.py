@@ -36,6 +36,7 @@ def expected(init: str, k: int, fan_in: int, fan_out: int) -> tuple[str, float, 
         "xavier-normal": ("normal", math.sqrt(2 / (fan_in + fan_out)), "zero", 0.0),
         "xavier-uniform": ("uniform", math.sqrt(6 / (fan_in + fan_out)), "zero", 0.0),
         "siren": ("uniform", 1 / fan_in if k == 0 else math.sqrt(6 / fan_in) / SIREN_W0, "uniform", lin),
+        "mean-colour": ("uniform", lin, "uniform", lin) if fan_out >= 100 else ("zero", 0.0, "target", 0.0),
     }[init]
 
 
@@ -56,7 +57,9 @@ def check_law(values: torch.Tensor, law: str, scale: float, what: str):
 
 @pytest.mark.parametrize("init", INITIALISERS)
 def test_initialiser_matches_its_formula_layer_by_layer(init):
-    mlp = BatchedMLP(seeds=[0, 1], in_dim=64, depth=4, width=128, init=init, activation="sine" if init == "siren" else "relu")
+    target = torch.tensor([0.2, 0.5, 0.7])
+    mlp = BatchedMLP(seeds=[0, 1], in_dim=64, depth=4, width=128, init=init, activation="sine" if init == "siren" else "relu",
+                     output="relu", target_mean=target)
     sizes = [(64, 128), (128, 128), (128, 128), (128, 3)]
     for k, ((fi, fo), w, b) in enumerate(zip(sizes, mlp.weights, mlp.biases)):
         assert w.shape == (2, fi, fo) and b.shape == (2, 1, fo)
@@ -65,6 +68,9 @@ def test_initialiser_matches_its_formula_layer_by_layer(init):
             check_law(w, wlaw, wscale, f"{init} layer {k} weights")
         else:
             assert w.abs().max() <= (wscale * (1 + 1e-6) if wlaw == "uniform" else 6 * wscale)
+        if blaw == "target":
+            assert torch.equal(b, target.expand(2, 1, 3))
+            continue
         if blaw == "zero" or fo >= 100:
             check_law(b, blaw, bscale, f"{init} layer {k} biases")
         assert not torch.equal(w[0], w[1]), "two seeds drew the same weights"

@@ -82,14 +82,16 @@ def seed_psnr(pred, target) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one chunk of seeds: a field
 
 class Field(torch.nn.Module):
-    """Encoding + batched MLP for a list of seeds: coords (N, 2) -> colours (S, N, 3)."""
+    """Encoding + batched MLP for a list of seeds: coords (N, 2) -> colours (S, N, 3).
+    ``target_mean``: the training pixels' mean colour, for the data-aware initialisers."""
 
-    def __init__(self, cfg: FieldConfig, seeds: list[int]):
+    def __init__(self, cfg: FieldConfig, seeds: list[int], target_mean=None):
         super().__init__()
         B = frequency_matrix(cfg.encoding, seeds, cfg.features, cfg.sigma)
         self.register_buffer("B", B)
         in_dim = 2 if B is None else 2 * B.shape[-1]
-        self.mlp = BatchedMLP(seeds, in_dim, cfg.depth, cfg.width, cfg.activation, cfg.output, cfg.init)
+        self.mlp = BatchedMLP(seeds, in_dim, cfg.depth, cfg.width, cfg.activation, cfg.output, cfg.init,
+                              target_mean=target_mean)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         x = encode(coords, self.B)
@@ -181,7 +183,7 @@ class FitResult:
 
 def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step):
     torch_dev = torch.device(device)
-    model = Field(cfg, seeds).to(torch_dev)
+    model = Field(cfg, seeds, target_mean=rgb.mean(0)).to(torch_dev)
     opt = make_optimizer(cfg, model.parameters())
     S, N = len(seeds), coords.shape[0]
     coords_d, rgb_d = coords.to(torch_dev), rgb.to(torch_dev)

@@ -13,6 +13,11 @@ Initialisers (fan_in = in, fan_out = out of the layer; the bias is drawn right a
   xavier-uniform   W ~ U(±√(6/(fan_in + fan_out))),         b = 0
   siren            first layer W ~ U(±1/fan_in), later W ~ U(±√(6/fan_in)/w0) (Sitzmann et al. 2020),
                    b ~ U(±1/√fan_in) as nn.Linear (the reference SIREN code keeps its bias init)
+  mean-colour      data-aware: the hidden layers exactly as ``default`` (same draws for the same seed); the output
+                   layer W = 0 and b = the target's mean colour (its logit for a sigmoid output), so at
+                   initialisation every seed renders the mean colour and every output unit's pre-activation is
+                   positive on every pixel: no ReLU output starts dead (a channel whose mean is 0 starts at 0,
+                   its target). Needs ``target_mean`` (the fit loop passes the training pixels' mean colour).
 Every seed's weights come from its own ``torch.Generator().manual_seed(seed)`` drawn on the CPU, in
 nn.Linear's (out, in) layout, layer by layer: a seed is the same network alone, in any batch, on any device,
 and ``default`` equals ``torch.manual_seed(seed)`` followed by building the nn.Linear layers in order.
@@ -24,7 +29,9 @@ import math
 import torch
 from torch import nn
 
-INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren")
+INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren",
+                "mean-colour")
+DATA_INITIALISERS = ("mean-colour",)     # need the target's mean colour (``target_mean``)
 ACTIVATIONS = ("relu", "sine")
 OUTPUTS = ("sigmoid", "relu")
 SIREN_W0 = 30.0
@@ -32,11 +39,12 @@ SIREN_W0 = 30.0
 
 def init_layer(init: str, fan_in: int, fan_out: int, gen: torch.Generator, first: bool = False,
                w0: float = SIREN_W0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer's (weight (out, in), bias (out,)) drawn from ``gen``."""
+    """One layer's (weight (out, in), bias (out,)) drawn from ``gen`` (``mean-colour`` draws as ``default``;
+    ``BatchedMLP`` then sets its output layer from the data)."""
     w = torch.empty(fan_out, fan_in)
     b = torch.zeros(fan_out)
     linear_bound = 1.0 / math.sqrt(fan_in)
-    if init == "default":
+    if init in ("default", "mean-colour"):
         nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
         nn.init.uniform_(b, -linear_bound, linear_bound, generator=gen)
     elif init == "kaiming-normal":
@@ -76,11 +84,26 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b, x, w)
 
 
+def mean_colour_output(target_mean, output: str, out_dim: int) -> torch.Tensor:
+    """The ``mean-colour`` output bias: the target's mean colour, or its logit for a sigmoid output."""
+    if target_mean is None:
+        raise ValueError("initialiser 'mean-colour' needs the target's mean colour (target_mean)")
+    m = torch.as_tensor(target_mean, dtype=torch.float32).flatten()
+    if m.numel() != out_dim or not torch.isfinite(m).all():
+        raise ValueError(f"target_mean must be {out_dim} finite numbers, got {m.tolist()}")
+    m = m.clamp(0.0, 1.0)
+    return torch.logit(m.clamp(1e-3, 1 - 1e-3)) if output == "sigmoid" else m
+
+
 class BatchedMLP(nn.Module):
-    """S coordinate MLPs as one module: input (S, N, in) -> output (S, N, out)."""
+    """S coordinate MLPs as one module: input (S, N, in) -> output (S, N, out).
+
+    ``target_mean`` (out_dim colours in [0, 1]) is read only by the data-aware initialisers (``DATA_INITIALISERS``).
+    """
 
     def __init__(self, seeds: list[int], in_dim: int, depth: int = 4, width: int = 256, activation: str = "relu",
-                 output: str = "sigmoid", init: str = "default", out_dim: int = 3, w0: float = SIREN_W0):
+                 output: str = "sigmoid", init: str = "default", out_dim: int = 3, w0: float = SIREN_W0,
+                 target_mean=None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r} (known: {', '.join(ACTIVATIONS)})")
@@ -92,6 +115,10 @@ class BatchedMLP(nn.Module):
         for s in self.seeds:
             gen = torch.Generator().manual_seed(int(s))
             per_seed.append([init_layer(init, fi, fo, gen, first=(k == 0), w0=w0) for k, (fi, fo) in enumerate(sizes)])
+        if init == "mean-colour":
+            bias = mean_colour_output(target_mean, output, out_dim)
+            for layers in per_seed:
+                layers[-1] = (torch.zeros_like(layers[-1][0]), bias.clone())
         # (S, in, out) weights and (S, 1, out) biases, layer by layer
         self.weights = nn.ParameterList(
             [nn.Parameter(torch.stack([layers[k][0].t() for layers in per_seed]).contiguous()) for k in range(len(sizes))])

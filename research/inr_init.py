@@ -1,0 +1,174 @@
+"""Why standard initialisers fail the practical's regression task 1, and whether ``mean-colour`` does not.
+
+The practical's fixed settings: raw (x, y) in [0, 1)², 4 linear layers of width 256, ReLU hidden layers, ReLU
+output, Adam 1e-3, 1000 steps. A ReLU output unit whose pre-activation is <= 0 on every pixel is *dead*: it
+renders 0 (black in that colour) and gets no gradient of its own.
+
+  python research/inr_init.py dead --seeds 0-999 --resolution 64 --out research/results/inr-init-dead-64.json
+      dead output units at initialisation, per seed, for every initialiser (no training)
+  python research/inr_init.py fit --image sample:astronaut --resolution 32 --steps 300 --seeds 10-29 \\
+      --init mean-colour --out research/results/inr-init-fit.jsonl
+      fits with the product's engine (``fields.engine.fit_image``); appends one JSON line per (image, init)
+      with, per seed, the final PSNR and the dead output units at initialisation and at the end
+  python research/inr_init.py report research/results/*.json*      markdown tables of both, from the files
+
+Run it with OMP_NUM_THREADS=1 on a shared CPU; ``--device cuda`` on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from l335q.data.images import grid, load_image, resize
+from l335q.fields.engine import FieldConfig, fit_image
+from l335q.fields.models import INITIALISERS, BatchedMLP, linear
+from l335q.specs import parse_seeds
+
+THRESHOLD_DB = 15.0
+PRACTICAL = dict(depth=4, width=256, activation="relu", output="relu", encoding="none", optimizer="adam", lr=1e-3)
+STANDARD = [i for i in INITIALISERS if i not in ("siren", "mean-colour")]
+
+
+@torch.no_grad()
+def pre_activations(mlp: BatchedMLP, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(last hidden layer (S, N, width), output pre-activation (S, N, out)) at coords (N, 2)."""
+    x = coords.to(mlp.weights[0].device).unsqueeze(0).expand(len(mlp.seeds), -1, -1)
+    last = len(mlp.weights) - 1
+    for k, (w, b) in enumerate(zip(mlp.weights, mlp.biases)):
+        if k == last:
+            return x, linear(x, w, b)
+        x = torch.relu(linear(x, w, b))
+
+
+def dead_counts(mlp: BatchedMLP, coords: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Per seed: dead output units (pre-activation <= 0 on every pixel), and the fraction of last-hidden-layer
+    units that are 0 on every pixel."""
+    hidden, out = pre_activations(mlp, coords)
+    return (out <= 0).all(1).sum(1).tolist(), (hidden <= 0).all(1).float().mean(1).tolist()
+
+
+def dead_study(seeds, resolution, image, chunk=100):
+    coords = torch.from_numpy(grid(resolution, resolution).reshape(-1, 2))
+    mean = torch.from_numpy(resize(load_image(image), resolution).reshape(-1, 3).mean(0))
+    rows = []
+    for init in STANDARD + ["mean-colour"]:
+        t0 = time.perf_counter()
+        dead, hidden = [], []
+        for i in range(0, len(seeds), chunk):
+            mlp = BatchedMLP(seeds[i:i + chunk], 2, init=init, output="relu", target_mean=mean)
+            d, h = dead_counts(mlp, coords)
+            dead += d
+            hidden += h
+        rows.append({"init": init, "resolution": resolution, "image": image, "seeds": [seeds[0], seeds[-1]],
+                     "dead_outputs": dead, "dead_last_hidden": [round(v, 4) for v in hidden],
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        print(f"{init}: {sum(d > 0 for d in dead)} of {len(dead)} seeds start with a dead output "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    return rows
+
+
+def fit_study(image, resolution, steps, init, seeds, device):
+    img = resize(load_image(image), resolution)
+    coords = torch.from_numpy(grid(resolution, resolution).reshape(-1, 2))
+    cfg = FieldConfig(init=init, steps=steps, **PRACTICAL)
+    start = BatchedMLP(seeds, 2, init=init, output="relu", target_mean=torch.from_numpy(img.reshape(-1, 3).mean(0)))
+    dead_start, _ = dead_counts(start, coords)
+    r = fit_image(img, cfg, seeds, device)
+    dead_end = [n for f in r.fields for n in dead_counts(f.mlp, coords)[0]]
+    return {"image": image, "resolution": resolution, "steps": steps, "init": init, "seeds": seeds,
+            "psnr": r.train_psnr, "dead_start": dead_start, "dead_end": dead_end, "seconds": round(r.seconds, 1),
+            "device": device, "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------- report
+
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def report(paths) -> str:
+    dead_rows, fit_rows = [], []
+    for p in paths:
+        text = Path(p).read_text()
+        if p.endswith(".jsonl"):
+            fit_rows += [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            dead_rows += json.loads(text)
+    out = []
+    if dead_rows:
+        out += ["| initialiser | px | seeds | seeds with a dead output | dead outputs per seed (mean of 3) "
+                "| last hidden layer dead (mean) |", "|---|---|---|---|---|---|"]
+        for r in dead_rows:
+            d = r["dead_outputs"]
+            out.append(f"| {r['init']} | {r['resolution']} | {len(d)} | {sum(x > 0 for x in d)} "
+                       f"({100 * sum(x > 0 for x in d) / len(d):.1f} %) | {np.mean(d) / 3:.3f} | "
+                       f"{np.mean(r['dead_last_hidden']):.3f} |")
+        out.append("")
+    if fit_rows:
+        # the same (image, px, steps, init) may be split over several lines (seed ranges): merge them
+        cells = defaultdict(lambda: {"seeds": [], "psnr": [], "dead_start": [], "dead_end": []})
+        for r in fit_rows:
+            c = cells[(r["image"], r["resolution"], r["steps"], r["init"])]
+            for k in ("seeds", "psnr", "dead_start", "dead_end"):
+                c[k] += r[k]
+        out += ["| image | px | steps | initialiser | seeds | > 15 dB | min | median | max "
+                "| dead at start → failed | failed without a dead start | dead at end |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        order = {name: i for i, name in enumerate(INITIALISERS)}
+        for key in sorted(cells, key=lambda k: (k[1], k[2], k[0], order[k[3]])):
+            c = cells[key]
+            p = [np.nan if v is None else v for v in c["psnr"]]
+            fail = [not (v > THRESHOLD_DB) for v in p]
+            ok = sorted(v for v in p if np.isfinite(v))
+            started_dead = [d > 0 for d in c["dead_start"]]
+            out.append(
+                f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(p)} | {len(p) - sum(fail)} / {len(p)} | "
+                f"{ok[0]:.2f} | {_median(ok):.2f} | {ok[-1]:.2f} | "
+                f"{sum(f and s for f, s in zip(fail, started_dead))} of {sum(started_dead)} | "
+                f"{sum(f and not s for f, s in zip(fail, started_dead))} | {sum(d > 0 for d in c['dead_end'])} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dead")
+    d.add_argument("--seeds", default="0-999")
+    d.add_argument("--resolution", type=int, default=64)
+    d.add_argument("--image", default="sample:astronaut", help="only mean-colour reads it (its mean colour)")
+    d.add_argument("--out", required=True)
+    f = sub.add_parser("fit")
+    f.add_argument("--image", required=True, help="sample:<name> or a file path")
+    f.add_argument("--resolution", type=int, default=64)
+    f.add_argument("--steps", type=int, default=1000)
+    f.add_argument("--seeds", default="0-9")
+    f.add_argument("--init", required=True, help="comma-separated initialisers")
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--out", required=True)
+    r = sub.add_parser("report")
+    r.add_argument("files", nargs="+")
+    a = ap.parse_args(argv)
+    if a.cmd == "dead":
+        Path(a.out).write_text(json.dumps(dead_study(parse_seeds(a.seeds), a.resolution, a.image)) + "\n")
+    elif a.cmd == "fit":
+        for init in a.init.split(","):
+            row = fit_study(a.image, a.resolution, a.steps, init, parse_seeds(a.seeds), a.device)
+            ok = [v for v in row["psnr"] if v is not None]
+            print(f"{a.image} {init}: {sum(v > THRESHOLD_DB for v in ok)} of {len(row['psnr'])} seeds > 15 dB, "
+                  f"median {_median(ok):.2f} dB ({row['seconds']} s)", flush=True)
+            with open(a.out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+    else:
+        print(report(a.files))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
