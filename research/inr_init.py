@@ -4,8 +4,8 @@ The practical's fixed settings: raw (x, y) in [0, 1)², 4 linear layers of width
 output, Adam 1e-3, 1000 steps. A ReLU output unit whose pre-activation is <= 0 on every pixel is *dead*: it
 renders 0 (black in that colour) and gets no gradient of its own.
 
-  python research/inr_init.py dead --seeds 0-999 --resolution 64 --out research/results/inr-init-dead-64.json
-      dead output units at initialisation, per seed, for every initialiser (no training)
+  python research/inr_init.py dead --seeds 0-999 --resolution 64 --out research/results/inr-init-dead-64.jsonl
+      dead output units at initialisation, per seed (no training); appends one JSON line per initialiser
   python research/inr_init.py fit --image sample:astronaut --resolution 32 --steps 300 --seeds 10-29 \\
       --init mean-colour --out research/results/inr-init-fit.jsonl
       fits with the product's engine (``fields.engine.fit_image``); appends one JSON line per (image, init)
@@ -55,24 +55,21 @@ def dead_counts(mlp: BatchedMLP, coords: torch.Tensor) -> tuple[list[int], list[
     return (out <= 0).all(1).sum(1).tolist(), (hidden <= 0).all(1).float().mean(1).tolist()
 
 
-def dead_study(seeds, resolution, image, chunk=100):
+def dead_study(init, seeds, resolution, image, chunk=100):
     coords = torch.from_numpy(grid(resolution, resolution).reshape(-1, 2))
     mean = torch.from_numpy(resize(load_image(image), resolution).reshape(-1, 3).mean(0))
-    rows = []
-    for init in STANDARD + ["mean-colour"]:
-        t0 = time.perf_counter()
-        dead, hidden = [], []
-        for i in range(0, len(seeds), chunk):
-            mlp = BatchedMLP(seeds[i:i + chunk], 2, init=init, output="relu", target_mean=mean)
-            d, h = dead_counts(mlp, coords)
-            dead += d
-            hidden += h
-        rows.append({"init": init, "resolution": resolution, "image": image, "seeds": [seeds[0], seeds[-1]],
-                     "dead_outputs": dead, "dead_last_hidden": [round(v, 4) for v in hidden],
-                     "seconds": round(time.perf_counter() - t0, 1)})
-        print(f"{init}: {sum(d > 0 for d in dead)} of {len(dead)} seeds start with a dead output "
-              f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    return rows
+    t0 = time.perf_counter()
+    dead, hidden = [], []
+    for i in range(0, len(seeds), chunk):
+        mlp = BatchedMLP(seeds[i:i + chunk], 2, init=init, output="relu", target_mean=mean)
+        d, h = dead_counts(mlp, coords)
+        dead += d
+        hidden += h
+    print(f"{init}: {sum(d > 0 for d in dead)} of {len(dead)} seeds start with a dead output "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    return {"init": init, "resolution": resolution, "image": image, "seeds": [seeds[0], seeds[-1]],
+            "dead_outputs": dead, "dead_last_hidden": [round(v, 4) for v in hidden],
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def fit_study(image, resolution, steps, init, seeds, device):
@@ -97,11 +94,8 @@ def _median(values):
 def report(paths) -> str:
     dead_rows, fit_rows = [], []
     for p in paths:
-        text = Path(p).read_text()
-        if p.endswith(".jsonl"):
-            fit_rows += [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            dead_rows += json.loads(text)
+        for row in (json.loads(line) for line in Path(p).read_text().splitlines() if line.strip()):
+            (fit_rows if "psnr" in row else dead_rows).append(row)
     out = []
     if dead_rows:
         out += ["| initialiser | px | seeds | seeds with a dead output | dead outputs per seed (mean of 3) "
@@ -144,6 +138,7 @@ def main(argv=None):
     d.add_argument("--seeds", default="0-999")
     d.add_argument("--resolution", type=int, default=64)
     d.add_argument("--image", default="sample:astronaut", help="only mean-colour reads it (its mean colour)")
+    d.add_argument("--init", default=",".join(STANDARD + ["mean-colour"]), help="comma-separated initialisers")
     d.add_argument("--out", required=True)
     f = sub.add_parser("fit")
     f.add_argument("--image", required=True, help="sample:<name> or a file path")
@@ -156,14 +151,15 @@ def main(argv=None):
     r = sub.add_parser("report")
     r.add_argument("files", nargs="+")
     a = ap.parse_args(argv)
-    if a.cmd == "dead":
-        Path(a.out).write_text(json.dumps(dead_study(parse_seeds(a.seeds), a.resolution, a.image)) + "\n")
-    elif a.cmd == "fit":
+    if a.cmd in ("dead", "fit"):
         for init in a.init.split(","):
-            row = fit_study(a.image, a.resolution, a.steps, init, parse_seeds(a.seeds), a.device)
-            ok = [v for v in row["psnr"] if v is not None]
-            print(f"{a.image} {init}: {sum(v > THRESHOLD_DB for v in ok)} of {len(row['psnr'])} seeds > 15 dB, "
-                  f"median {_median(ok):.2f} dB ({row['seconds']} s)", flush=True)
+            if a.cmd == "dead":
+                row = dead_study(init, parse_seeds(a.seeds), a.resolution, a.image)
+            else:
+                row = fit_study(a.image, a.resolution, a.steps, init, parse_seeds(a.seeds), a.device)
+                ok = [v for v in row["psnr"] if v is not None]
+                print(f"{a.image} {init}: {sum(v > THRESHOLD_DB for v in ok)} of {len(row['psnr'])} seeds > 15 dB, "
+                      f"median {_median(ok):.2f} dB ({row['seconds']} s)", flush=True)
             with open(a.out, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
     else:
