@@ -38,20 +38,12 @@ STANDARD = [i for i in INITIALISERS if i not in ("siren", "mean-colour")]
 
 
 @torch.no_grad()
-def pre_activations(mlp: BatchedMLP, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(last hidden layer (S, N, width), output pre-activation (S, N, out)) at coords (N, 2)."""
-    x = coords.to(mlp.weights[0].device).unsqueeze(0).expand(len(mlp.seeds), -1, -1)
-    last = len(mlp.weights) - 1
-    for k, (w, b) in enumerate(zip(mlp.weights, mlp.biases)):
-        if k == last:
-            return x, linear(x, w, b)
-        x = torch.relu(linear(x, w, b))
-
-
 def dead_counts(mlp: BatchedMLP, coords: torch.Tensor) -> tuple[list[int], list[float]]:
     """Per seed: dead output units (pre-activation <= 0 on every pixel), and the fraction of last-hidden-layer
     units that are 0 on every pixel."""
-    hidden, out = pre_activations(mlp, coords)
+    x = coords.to(mlp.weights[0].device).unsqueeze(0).expand(len(mlp.seeds), -1, -1)
+    hidden = mlp.hidden(x)
+    out = linear(hidden, mlp.weights[-1], mlp.biases[-1])
     return (out <= 0).all(1).sum(1).tolist(), (hidden <= 0).all(1).float().mean(1).tolist()
 
 

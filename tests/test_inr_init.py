@@ -8,7 +8,7 @@ import torch
 
 from l335q.data.images import grid, load_image, resize
 from l335q.fields.engine import FieldConfig, fit_image
-from l335q.fields.models import BatchedMLP, linear
+from l335q.fields.models import BatchedMLP
 from l335q.results import JobData, SubmissionData
 from l335q.tasks import inr_init
 
@@ -18,13 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 def output_pre_activation(mlp: BatchedMLP, img: np.ndarray) -> torch.Tensor:
     """(S, pixels, 3): the output layer's pre-activation on every pixel of img's grid."""
     h, w = img.shape[:2]
-    x = torch.from_numpy(grid(h, w).reshape(-1, 2)).expand(len(mlp.seeds), -1, -1)
     with torch.no_grad():
-        for k, (wk, bk) in enumerate(zip(mlp.weights, mlp.biases)):
-            x = linear(x, wk, bk)
-            if k < len(mlp.weights) - 1:
-                x = torch.relu(x)
-    return x
+        return mlp.pre_output(torch.from_numpy(grid(h, w).reshape(-1, 2)).expand(len(mlp.seeds), -1, -1))
 
 
 def horse(resolution: int) -> np.ndarray:

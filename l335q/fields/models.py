@@ -125,12 +125,19 @@ class BatchedMLP(nn.Module):
         self.biases = nn.ParameterList(
             [nn.Parameter(torch.stack([layers[k][1] for layers in per_seed]).unsqueeze(1)) for k in range(len(sizes))])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (S, N, width)."""
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
             x = linear(x, w, b)
-            if k < last:
-                x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
+            x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
+        return x
+
+    def pre_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer before its activation (S, N, out): a ReLU output unit <= 0 on every pixel is dead."""
+        return linear(self.hidden(x), self.weights[-1], self.biases[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre_output(x)
         return torch.sigmoid(x) if self.output == "sigmoid" else torch.relu(x)
 
     def parameters_per_seed(self) -> int:
