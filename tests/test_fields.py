@@ -189,15 +189,20 @@ def test_inr_init_through_a_real_worker(service_env, worker, tmp_path):
 
     Image.fromarray((resize(load_image("sample:coffee"), 16) * 255).astype(np.uint8)).save(tmp_path / "mine.png")
     spec = tmp_path / "spec.yaml"
-    spec.write_text("task: inr-init\nimage: mine.png\nresolution: 12\ninitialiser: [default, kaiming-normal]\n"
+    spec.write_text("task: inr-init\nimage: mine.png\nresolution: 12\ninitialiser: [default, kaiming-normal, mean-colour]\n"
                     "seeds: \"0-3\"\nseed_group: 2\nsteps: 15\nwidth: 16\ndepth: 3\n")
     q = service_env["L335Q_TEST_QUEUE"]
     p = l335q_cmd("submit", spec, "--queue", q, "--wait", env=service_env, timeout=300)
     assert p.returncode == 0, p.stderr
     p = l335q_cmd("results", "--task", "inr-init", "--format", "json", env=service_env)
     assert p.returncode == 0, p.stderr
-    rows = {r["initialiser"]: r for r in json.loads(p.stdout)["rows"]}
-    assert set(rows) == {"default", "kaiming-normal"}
+    doc = json.loads(p.stdout)
+    rows = {r["initialiser"]: r for r in doc["rows"]}
+    assert set(rows) == {"default", "kaiming-normal", "mean-colour"}
+    passing = [name for name, r in rows.items() if r["frac_above_15"] == 1.0]
+    (summary,) = doc["summary"]
+    assert summary.startswith("above 15 dB for every seed: " if passing else "no initialiser stays above 15 dB")
+    assert all((f"{name} (4 of 4 seeds" in summary) == (name in passing) for name in rows), summary
     for r in rows.values():
         assert r["seeds"] == 4 and r["psnr_min"] <= r["psnr_median"] <= r["psnr_max"]
         fails = round((1 - r["frac_above_15"]) * 4)

@@ -3,7 +3,10 @@ for every seed, with the number of steps, the network size and the optimiser hel
 
 The network is the practical's: a plain ReLU MLP on raw (x, y) (no encoding), 4 linear layers of width 256,
 Adam 1e-3, and the practical's ReLU output. Each job fits one group of seeds of one initialiser as ONE
-batched model (``fields.engine``); ``seed_group`` sets the group size (default 25).
+batched model (``fields.engine``); ``seed_group`` sets the group size (default 25). The default grid holds
+the five standard initialisers and ``mean-colour``, the data-aware one (``fields.models``: output weights 0,
+output bias = the image's mean colour, so no ReLU output starts dead); ``research/README.md`` has the
+study of why the standard ones fail and how ``mean-colour`` fares.
 
 Why these defaults (measured with ``bench/inr_init_defaults.py``, one H100, fp32, sample:astronaut at
 64 x 64, 1000 steps, 100 seeds per initialiser as one batched model, 14.4 s each): with the practical's
