@@ -83,6 +83,60 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def _name(image: str) -> str:
+    return image if image.startswith("sample:") else f"{Path(image).name} (file)"
+
+
+def merged_cells(fit_rows) -> dict[tuple, dict]:
+    """(image, px, steps, init) -> seeds, psnr, fail, dead_start, dead_end over all lines of that cell."""
+    cells = defaultdict(lambda: {"seeds": [], "psnr": [], "dead_start": [], "dead_end": []})
+    for r in fit_rows:
+        c = cells[(r["image"], r["resolution"], r["steps"], r["init"])]
+        for k in ("seeds", "psnr", "dead_start", "dead_end"):
+            c[k] += r[k]
+    for c in cells.values():
+        c["psnr"] = [np.nan if v is None else v for v in c["psnr"]]
+        c["fail"] = [not (v > THRESHOLD_DB) for v in c["psnr"]]
+        c["median"] = _median([v for v in c["psnr"] if np.isfinite(v)])
+    return dict(cells)
+
+
+def findings(cells: dict, dead_rows: list[dict]) -> list[str]:
+    """Sentences computed from the measurements."""
+    out = []
+    for r in dead_rows:
+        d = r["dead_outputs"]
+        out.append(f"{r['init']}: {sum(x > 0 for x in d)} of {len(d)} seeds start with a dead output unit "
+                   f"at {r['resolution']} px")
+    std = [c for k, c in cells.items() if k[3] != "mean-colour"]
+    failed = sum(sum(c["fail"]) for c in std)
+    if std:
+        dead_failed = sum(f and d > 0 for c in std for f, d in zip(c["fail"], c["dead_start"]))
+        started = sum(d > 0 for c in std for d in c["dead_start"])
+        recovered = sum(not f and d > 0 for c in std for f, d in zip(c["fail"], c["dead_start"]))
+        still = sum(f and d > 0 for c in std for f, d in zip(c["fail"], c["dead_end"]))
+        out.append(f"standard initialisers: {failed} of {sum(len(c['fail']) for c in std)} fits failed; "
+                   f"{dead_failed} of the failures started with a dead output unit and {still} ended with one; "
+                   f"{recovered} of the {started} fits that started with one recovered")
+    for px, steps in sorted({(k[1], k[2]) for k in cells}):
+        ours = {k[0]: c for k, c in cells.items() if k[1:] == (px, steps, "mean-colour")}
+        if not ours:
+            continue
+        passed = [im for im, c in ours.items() if not any(c["fail"])]
+        low_im = min(ours, key=lambda im: np.nanmin(ours[im]["psnr"]))
+        out.append(f"{px} px, {steps} steps — mean-colour: every seed > {THRESHOLD_DB:g} dB on {len(passed)} of "
+                   f"{len(ours)} images ({sum(len(c['psnr']) for c in ours.values())} fits); lowest "
+                   f"{np.nanmin(ours[low_im]['psnr']):.2f} dB ({_name(low_im)})")
+        for im, c in sorted(ours.items()):
+            rivals = {k[3]: r for k, r in cells.items() if k[:3] == (im, px, steps) and k[3] != "mean-colour"}
+            if rivals:
+                best = max(rivals, key=lambda i: rivals[i]["median"])
+                out.append(f"{px} px, {steps} steps, {_name(im)}: median mean-colour {c['median']:.2f} dB "
+                           f"({len(c['psnr'])} seeds), best standard {best} {rivals[best]['median']:.2f} dB "
+                           f"({len(rivals[best]['psnr'])} seeds): {c['median'] - rivals[best]['median']:+.2f} dB")
+    return out
+
+
 def report(paths) -> str:
     dead_rows, fit_rows = [], []
     for p in paths:
@@ -98,29 +152,23 @@ def report(paths) -> str:
                        f"({100 * sum(x > 0 for x in d) / len(d):.1f} %) | {np.mean(d) / 3:.3f} | "
                        f"{np.mean(r['dead_last_hidden']):.3f} |")
         out.append("")
-    if fit_rows:
-        # the same (image, px, steps, init) may be split over several lines (seed ranges): merge them
-        cells = defaultdict(lambda: {"seeds": [], "psnr": [], "dead_start": [], "dead_end": []})
-        for r in fit_rows:
-            c = cells[(r["image"], r["resolution"], r["steps"], r["init"])]
-            for k in ("seeds", "psnr", "dead_start", "dead_end"):
-                c[k] += r[k]
+    cells = merged_cells(fit_rows)
+    if cells:
         out += ["| image | px | steps | initialiser | seeds | > 15 dB | min | median | max "
                 "| dead at start → failed | failed without a dead start | dead at end |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         order = {name: i for i, name in enumerate(INITIALISERS)}
         for key in sorted(cells, key=lambda k: (k[1], k[2], k[0], order[k[3]])):
             c = cells[key]
-            p = [np.nan if v is None else v for v in c["psnr"]]
-            fail = [not (v > THRESHOLD_DB) for v in p]
-            ok = sorted(v for v in p if np.isfinite(v))
+            ok = sorted(v for v in c["psnr"] if np.isfinite(v))
             started_dead = [d > 0 for d in c["dead_start"]]
             out.append(
-                f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(p)} | {len(p) - sum(fail)} / {len(p)} | "
-                f"{ok[0]:.2f} | {_median(ok):.2f} | {ok[-1]:.2f} | "
-                f"{sum(f and s for f, s in zip(fail, started_dead))} of {sum(started_dead)} | "
-                f"{sum(f and not s for f, s in zip(fail, started_dead))} | {sum(d > 0 for d in c['dead_end'])} |")
-    return "\n".join(out)
+                f"| {_name(key[0])} | {key[1]} | {key[2]} | {key[3]} | {len(c['psnr'])} | {len(c['psnr']) - sum(c['fail'])} / "
+                f"{len(c['psnr'])} | {ok[0]:.2f} | {c['median']:.2f} | {ok[-1]:.2f} | "
+                f"{sum(f and s for f, s in zip(c['fail'], started_dead))} of {sum(started_dead)} | "
+                f"{sum(f and not s for f, s in zip(c['fail'], started_dead))} | {sum(d > 0 for d in c['dead_end'])} |")
+        out.append("")
+    return "\n".join(out + [f"* {line}" for line in findings(cells, dead_rows)])
 
 
 def main(argv=None):
