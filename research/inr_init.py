@@ -164,7 +164,8 @@ def report(paths) -> str:
             n = len(c["psnr"])
             started_dead = [d > 0 for d in c["dead_start"]]
             out.append(
-                f"| {_name(key[0])} | {key[1]} | {key[2]} | {key[3]} | {n} | {n - sum(c['fail'])} / {n} | {ok[0]:.2f} | {c['median']:.2f} | {ok[-1]:.2f} | "
+                f"| {_name(key[0])} | {key[1]} | {key[2]} | {key[3]} | {n} | {n - sum(c['fail'])} / {n} | "
+                f"{ok[0]:.2f} | {c['median']:.2f} | {ok[-1]:.2f} | "
                 f"{sum(f and s for f, s in zip(c['fail'], started_dead))} of {sum(started_dead)} | "
                 f"{sum(f and not s for f, s in zip(c['fail'], started_dead))} | {sum(d > 0 for d in c['dead_end'])} |")
         out.append("")
