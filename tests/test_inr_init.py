@@ -63,7 +63,7 @@ def test_mean_colour_is_reproducible_and_keeps_the_default_hidden_layers():
 
 
 def test_a_tiny_fit_with_mean_colour_clears_15_db_on_every_seed():
-    """The practical's network (raw (x, y), 4 x 256 ReLU, ReLU output, Adam 1e-3) on an unseen image, 12 px, 100 steps."""
+    """The practical's network (raw (x, y), 4 x 256 ReLU, ReLU output, Adam 1e-3), an unseen image, 12 px, 100 steps."""
     cfg = FieldConfig(depth=4, width=256, output="relu", init="mean-colour", lr=1e-3, steps=100)
     psnr = fit_image(horse(12), cfg, list(range(4))).train_psnr
     assert min(psnr) > inr_init.THRESHOLD_DB, psnr
