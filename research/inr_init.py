@@ -68,7 +68,8 @@ def fit_study(image, resolution, steps, init, seeds, device):
     img = resize(load_image(image), resolution)
     coords = torch.from_numpy(grid(resolution, resolution).reshape(-1, 2))
     cfg = FieldConfig(init=init, steps=steps, **PRACTICAL)
-    start = BatchedMLP(seeds, 2, init=init, output="relu", target_mean=torch.from_numpy(img.reshape(-1, 3).mean(0)))
+    mean = torch.from_numpy(img.reshape(-1, 3).mean(0))
+    start = BatchedMLP(seeds, 2, init=init, output="relu", target_mean=mean).to(device)
     dead_start, _ = dead_counts(start, coords)
     r = fit_image(img, cfg, seeds, device)
     dead_end = [n for f in r.fields for n in dead_counts(f.mlp, coords)[0]]
