@@ -17,6 +17,7 @@ Run it with OMP_NUM_THREADS=1 on a shared CPU; ``--device cuda`` on a GPU.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -109,6 +110,10 @@ def findings(cells: dict, dead_rows: list[dict]) -> list[str]:
         d = r["dead_outputs"]
         out.append(f"{r['init']}: {sum(x > 0 for x in d)} of {len(d)} seeds start with a dead output unit "
                    f"at {r['resolution']} px")
+    for a, b in itertools.combinations(dead_rows, 2):
+        if a["init"] != b["init"] and a["resolution"] == b["resolution"] and a["dead_outputs"] == b["dead_outputs"]:
+            out.append(f"{a['init']} and {b['init']} leave the same number of dead output units in every one of the "
+                       f"{len(a['dead_outputs'])} seeds at {a['resolution']} px")
     std = [c for k, c in cells.items() if k[3] != "mean-colour"]
     failed = sum(sum(c["fail"]) for c in std)
     if std:
