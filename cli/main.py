@@ -20,6 +20,7 @@ LAZY = {
     "params": "l335q.cli.classify:params",
     "design": "l335q.cli.classify:design",
     "fit": "l335q.cli.fields:fit",
+    "report": "l335q.cli.report:report",
 }
 
 
@@ -195,20 +196,10 @@ def results(task, submission_id, fmt):
 def plot(task, submission_id, job_id, samples, out):
     """Draw a figure of a submission's (or a job's) results."""
     from l335q.db import session_scope
-    from l335q.results import load
-    from l335q.tasks import get_kind
+    from l335q.report import plot_to
 
-    kind = get_kind(task, "--task")
-    options = {k: v for k, v in {"job_id": job_id, "samples": samples}.items() if v is not None}
     with session_scope() as s:
-        if job_id is not None and submission_id is None:
-            from l335q.db import Job
-            job = s.get(Job, job_id)
-            if job is None:
-                raise UserError(f"no job with id {job_id}")
-            submission_id = job.submission_id
-        data = load(s, submission_id, None if submission_id else task)
-        kind.plot(data, Path(out), **options)
+        plot_to(s, task, submission_id, job_id, samples, Path(out), "--task")
     click.echo(out)
 
 

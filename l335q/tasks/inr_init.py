@@ -148,11 +148,7 @@ def worst_images(data: SubmissionData) -> dict[tuple, tuple[float, int, bytes]]:
 
 def target_image(data: SubmissionData, job):
     """The image a job fitted, at its resolution (from the samples, or from the bytes stored with the submission)."""
-    def stored(ref: str) -> bytes:
-        sha = ref.removeprefix("upload:")
-        return next(a.data for a in data.artifacts() if a.job_id is None and a.sha256 == sha)
-
-    return resize(load_image(job.params["image"], loader=stored), job.params["resolution"])
+    return resize(load_image(data.ref(job.params["image"]), loader=data.input_bytes), job.params["resolution"])
 
 
 def plot(data: SubmissionData, out: Path, **options) -> None:
@@ -187,9 +183,7 @@ def plot(data: SubmissionData, out: Path, **options) -> None:
     if data.done():
         job = data.done()[0]
         axes[1, 0].imshow(target_image(data, job))
-        ref = job.params["image"]
-        name = ref[:15] + "…" if ref.startswith("upload:") else ref
-        axes[1, 0].set_title(f"target {name}" + (" (first)" if extra else ""), fontsize=7)
+        axes[1, 0].set_title(f"target {job.params['image']}" + (" (first)" if extra else ""), fontsize=7)
     for ax, key in zip(axes[1, 1:], keys):
         if key in worst:
             psnr, seed, png = worst[key]
