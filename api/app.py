@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -120,8 +121,15 @@ def database_ready() -> None:
 
 
 guarded = [Depends(require_token), Depends(database_ready)]
+QueueName = Query(None, pattern=r"^[\w.:-]{1,100}$",
+                  description="Celery queue (service mode); default L335Q_API_QUEUE, else l335q")
 SubmissionId = Path(ge=1, le=MAX_ID, description="a submission's id")
 OptionalId = Query(None, ge=1, le=MAX_ID)
+
+
+def default_queue() -> str:
+    """The queue submit and retry publish on when a request names none (``l335q api --queue`` sets it)."""
+    return os.environ.get("L335Q_API_QUEUE") or service.QUEUE
 
 
 def submission_or_404(session, submission_id: int) -> Submission:
@@ -197,9 +205,9 @@ def _spec_schema() -> dict:
           openapi_extra={"requestBody": {"required": True, "content": {
               "application/json": {"schema": _spec_schema()},
               "application/yaml": {"schema": {"type": "string", "description": "the spec as YAML"}}}}})
-async def submit(request: Request, queue: str = Query(service.QUEUE, pattern=r"^[\w.:-]{1,100}$")):
+async def submit(request: Request, queue: str | None = QueueName):
     raw = _parse_spec(await request.body(), request.headers.get("content-type", ""))
-    return await run_in_threadpool(_store_and_start, raw, queue)
+    return await run_in_threadpool(_store_and_start, raw, queue or default_queue())
 
 
 def _store_and_start(raw: dict, queue: str) -> dict:
@@ -280,11 +288,11 @@ def cancel(request: Request, submission_id: int = SubmissionId):
           responses={303: {"description": "a browser's form: back to the submission's page"}})
 def retry(request: Request, submission_id: int = SubmissionId,
           running: bool = Query(False, description="also jobs an interrupted process left running"),
-          queue: str = Query(service.QUEUE, pattern=r"^[\w.:-]{1,100}$")):
+          queue: str | None = QueueName):
     with session_scope() as s:
         submission_or_404(s, submission_id)
     try:
-        ids = service.retry(submission_id, queue=queue, include_running=running, run_here=run_here)
+        ids = service.retry(submission_id, queue=queue or default_queue(), include_running=running, run_here=run_here)
     except UserError as exc:
         raise ServiceUnavailable(str(exc)) from None
     return _after_action(request, submission_id,

@@ -294,10 +294,15 @@ def worker(concurrency, queues, device):
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8335, show_default=True, type=int)
-def api(host, port):
-    """Serve the HTTP API (submit, status, results, artifacts)."""
+@click.option("--queue", help="Queue that submit and retry publish on when a request names none (default l335q).")
+def api(host, port, queue):
+    """Serve the HTTP API and the web view (submit, status, results, figures, reports, cancel, retry)."""
+    import os
+
     from l335q.db import ensure_schema
 
+    if queue:
+        os.environ["L335Q_API_QUEUE"] = queue
     ensure_schema()
     import uvicorn
 

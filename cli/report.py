@@ -20,6 +20,9 @@ def report(submission_ids, out):
     from l335q.db import Submission, get_submission, session_scope
     from l335q.report import report_html
 
+    path = Path(out)
+    if not path.parent.is_dir():
+        raise UserError(f"--out: folder {path.parent} does not exist")
     with session_scope() as s:
         if not submission_ids:
             latest = s.scalar(select(Submission.id).order_by(Submission.id.desc()).limit(1))
@@ -29,9 +32,6 @@ def report(submission_ids, out):
         for i in submission_ids:
             get_submission(s, i)
         html = report_html(s, list(submission_ids), static=True)
-    path = Path(out)
-    if path.parent != Path("") and not path.parent.is_dir():
-        raise UserError(f"--out: folder {path.parent} does not exist")
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)

@@ -234,8 +234,8 @@ def view(session: Session, submission_id: int, static: bool = False) -> View:
     kind = get_kind(sub.task)
     table = figure = None
     try:
-        t = kind.results(data)
-        table = {**t.as_json(), "columns": t.columns}
+        t = kind.results(data)       # every key of the JSON rows is a column (the table's own ones first)
+        table = {**t.as_json(), "columns": list(dict.fromkeys(t.columns + [k for r in t.rows for k in r]))}
     except Exception as exc:                 # a page must still show the jobs and their errors
         log.exception("submission %d: no table", sub.id)
         notes.append(f"the table could not be computed: {type(exc).__name__}: {exc}")
