@@ -28,12 +28,14 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,6 +44,7 @@ from l335q import UserError, __version__, service
 from l335q.config import broker_url
 from l335q.db import Artifact, Job, Submission, ensure_schema, session_scope
 from l335q.specs import SpecError, expand
+from l335q.tasks import KINDS
 
 from . import models
 from .auth import configured_token, require_token, wants_html
@@ -94,7 +97,11 @@ async def _database_gone(request: Request, exc: OperationalError):
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException):
-    return error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:     # every method of the path, not only those of the first route that matched it
+        headers["Allow"] = ", ".join(sorted({m for r in request.app.routes if getattr(r, "methods", None)
+                                             and r.path_regex.match(request.url.path) for m in r.methods}))
+    return error(request, exc.status_code, str(exc.detail), headers or None)
 
 
 @app.exception_handler(RequestValidationError)
@@ -125,6 +132,7 @@ QueueName = Query(None, pattern=r"^[\w.:-]{1,100}$",
                   description="Celery queue (service mode); default L335Q_API_QUEUE, else l335q")
 SubmissionId = Path(ge=1, le=MAX_ID, description="a submission's id")
 OptionalId = Query(None, ge=1, le=MAX_ID)
+TaskName = Path(description="a task kind (or a view such as cls-features)", json_schema_extra={"enum": list(KINDS)})
 
 
 def default_queue() -> str:
@@ -196,7 +204,7 @@ def _spec_schema() -> dict:
     from l335q.tasks import KINDS
 
     return {"type": "object", "required": ["task"], "additionalProperties": True,
-            "properties": {"task": {"type": "string", "enum": list(KINDS)}, "title": {"type": "string"}},
+            "properties": {"task": {"type": "string", "enum": list(KINDS)}, "title": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
             "description": "an experiment spec (see the README); list values are grid axes"}
 
 
@@ -326,7 +334,7 @@ def _table_json(task: str | None, submission: int | None) -> Response:
         if submission is not None:
             task = task or submission_or_404(s, submission).task
             submission_or_404(s, submission)
-        kind = get_kind(task)
+        kind = get_kind(task, "task")
         if submission is None and s.scalar(select(Submission.id).where(Submission.task == task).limit(1)) is None:
             raise HTTPException(404, f"no submission of task {task!r} in the database yet")
         table = kind.results(load(s, submission, task))
@@ -340,14 +348,14 @@ def submission_results(submission_id: int = SubmissionId):
 
 @app.get("/results/{task}", dependencies=guarded, response_model=models.ResultsTable,
          responses={400: {"model": models.ErrorBody}})
-def results(task: str, submission: int | None = OptionalId):
+def results(task: str = TaskName, submission: int | None = OptionalId):
     return _table_json(task, submission)
 
 
 @app.get("/plot/{task}", dependencies=guarded, response_class=Response,
          responses={200: {"content": {"image/png": {}}, "description": "the figure"},
                     400: {"model": models.ErrorBody}})
-def plot(task: str, submission: int | None = OptionalId, job: int | None = OptionalId,
+def plot(task: str = TaskName, submission: int | None = OptionalId, job: int | None = OptionalId,
          samples: str | None = Query(None, max_length=200, pattern=r"^\d+(,\d+)*$",
                                      description="comma-separated test-image indices (cls-features)")):
     from l335q.report import plot_png
@@ -362,11 +370,10 @@ def plot(task: str, submission: int | None = OptionalId, job: int | None = Optio
 
 @app.get("/report", dependencies=guarded, response_class=HTMLResponse,
          responses={200: {"content": {"text/html": {}}, "description": "one self-contained HTML file"}})
-def report(submission: list[int] = Query(..., min_length=1, max_length=20, description="submission ids")):
+def report(submission: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Query(..., min_length=1, max_length=20,
+                                                                           description="submission ids")):
     from l335q.report import report_html
 
-    if any(not 1 <= i <= MAX_ID for i in submission):
-        raise HTTPException(422, f"query submission: ids run from 1 to {MAX_ID}")
     with session_scope() as s:
         for i in submission:
             submission_or_404(s, i)
@@ -395,3 +402,22 @@ def _safe(name: str) -> str:
 from .web import router as _web  # noqa: E402  (the pages use the handlers above)
 
 app.include_router(_web)
+
+
+def openapi() -> dict:
+    """FastAPI's schema, with every error answer documented as what it is: one JSON line ``{"error": ...}``
+    (FastAPI would give an HTML or PNG operation's errors that operation's media type)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            for status, answer in operation.get("responses", {}).items():
+                if status.startswith(("4", "5")):
+                    answer["content"] = {"application/json": {"schema": ref}}
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app.openapi = openapi

@@ -10,9 +10,12 @@ import hmac
 import os
 from urllib.parse import urlsplit
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 COOKIE = "l335q_token"
+bearer = HTTPBearer(auto_error=False, description="the server's L335Q_API_TOKEN")
+cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="set by the web view's login form")
 
 
 def configured_token() -> str | None:
@@ -24,15 +27,14 @@ def token_ok(given: str | None) -> bool:
     return token is None or (given is not None and hmac.compare_digest(given.strip().encode(), token.encode()))
 
 
-def require_token(request: Request) -> None:
+def require_token(request: Request, header: HTTPAuthorizationCredentials | None = Depends(bearer),
+                  login: str | None = Depends(cookie)) -> None:
     """Bearer header or login cookie, compared in constant time; the token never reaches a log or a response."""
     if configured_token() is None:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token_ok(given):
+    if header is not None and header.scheme.lower() == "bearer" and token_ok(header.credentials):
         return
-    cookie = request.cookies.get(COOKIE)
-    if cookie is not None and token_ok(cookie):
+    if login is not None and token_ok(login):
         origin = request.headers.get("origin")
         if request.method == "POST" and origin and urlsplit(origin).netloc != request.headers.get("host"):
             raise HTTPException(403, "a form of another site cannot act with this site's login cookie")
