@@ -36,7 +36,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -129,7 +129,8 @@ def database_ready() -> None:
 
 guarded = [Depends(require_token), Depends(database_ready)]
 QueueName = Query(None, pattern=r"^[\w.:-]{1,100}$",
-                  description="Celery queue (service mode); default L335Q_API_QUEUE, else l335q")
+                  description="Celery queue (service mode); default: for a retry the queue its jobs were "
+                              "published on, else L335Q_API_QUEUE, else l335q")
 SubmissionId = Path(ge=1, le=MAX_ID, description="a submission's id")
 OptionalId = Query(None, ge=1, le=MAX_ID)
 TaskName = Path(description="a task kind (or a view such as cls-features)", json_schema_extra={"enum": list(KINDS)})
@@ -186,11 +187,9 @@ def refuse_server_paths(raw: dict) -> None:
 
 
 def _run_embedded(job_ids: list[int]) -> None:
-    from l335q.runner import execute_job
-
     for job_id in job_ids:
         try:
-            execute_job(job_id, worker="api-embedded")
+            service.run_embedded([job_id], worker="api-embedded")
         except Exception:  # a broken job must not stop the others
             log.exception("job %d could not be run", job_id)
 
@@ -299,8 +298,10 @@ def retry(request: Request, submission_id: int = SubmissionId,
           queue: str | None = QueueName):
     with session_scope() as s:
         submission_or_404(s, submission_id)
+        queue = queue or s.scalar(select(Job.queue).where(Job.submission_id == submission_id, Job.queue.is_not(None))
+                                  .group_by(Job.queue).order_by(func.count().desc()).limit(1)) or default_queue()
     try:
-        ids = service.retry(submission_id, queue=queue or default_queue(), include_running=running, run_here=run_here)
+        ids = service.retry(submission_id, queue=queue, include_running=running, run_here=run_here)
     except UserError as exc:
         raise ServiceUnavailable(str(exc)) from None
     return _after_action(request, submission_id,

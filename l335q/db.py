@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
                         create_engine, event, select)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -57,6 +57,14 @@ class Job(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict | None] = mapped_column(JSON)
+    # the lease (see l335q.leases): who holds a running job, until when it counts as alive
+    claim: Mapped[str | None] = mapped_column(String(32))          # token of the current attempt
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    lease_s: Mapped[float | None] = mapped_column(Float)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime)    # last (re)queued or (re)published
+    queue: Mapped[str | None] = mapped_column(String(100))          # the broker queue it was published on
+    max_attempts: Mapped[int | None] = mapped_column(Integer)       # None: the worker's setting
+    progress: Mapped[dict | None] = mapped_column(JSON)             # {"done", "total", "unit"} while running
     submission: Mapped[Submission] = relationship(back_populates="jobs")
     metrics: Mapped[list["Metric"]] = relationship(cascade="all, delete-orphan", order_by="Metric.id")
     artifacts: Mapped[list["Artifact"]] = relationship(cascade="all, delete-orphan", order_by="Artifact.id",
@@ -89,6 +97,18 @@ class Artifact(Base):
     meta: Mapped[dict | None] = mapped_column(JSON)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Checkpoint(Base):
+    """A running job's saved training state: one row per training stage (the n-th model the job trains)."""
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    stage: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)          # epochs or fitting steps done
+    data: Mapped[bytes] = mapped_column(LargeBinary)    # torch.save of tensors and plain values
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("job_id", "stage", name="uq_checkpoints_job_stage"),)
 
 
 def make_artifact(name: str, data: bytes, media_type: str = "image/png", **fields) -> Artifact:
@@ -129,7 +149,7 @@ _ENGINES: list = []      # every engine made in this process (for after_fork)
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None):
     url = url or database_url()
-    kwargs = {"future": True, "pool_pre_ping": True}
+    kwargs = {"future": True, "pool_pre_ping": True, "pool_recycle": 1800}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     engine = create_engine(driver_url(url), **kwargs)
@@ -186,6 +206,28 @@ def ensure_schema(url: str | None = None) -> None:
         if not inspect(get_engine(url)).has_table("jobs"):
             raise UserError(f"database at {redact(url)} has no l335q tables: run `l335q db upgrade` first")
     _ready.add(url)
+
+
+def with_retries(fn, *, tries: int = 8, first_wait: float = 0.5, what: str = "database call"):
+    """``fn()``, again with back-off (0.5, 1, 2 … s) while the database is unreachable (a restart, a dropped
+    connection); the last failure is raised. Only for whole transactions that are safe to repeat."""
+    import logging
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    wait = first_wait
+    for attempt in range(1, tries + 1):
+        try:
+            return fn()
+        except DBAPIError as exc:
+            lost = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if attempt == tries or not lost:
+                raise
+            logging.getLogger("l335q.db").warning("%s failed (%s); retrying in %.1f s", what,
+                                                  str(exc.orig or exc).strip().splitlines()[0], wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from . import __version__
 from .db import FINAL_STATES, JOB_STATES, Artifact, Job, Submission, get_submission, utcnow
 from .results import SubmissionData, _fmt, load, named
+from .service import last_line
 
 log = logging.getLogger("l335q.report")
 MAX_IMAGES = 240            # images shown per submission (a note says how many more are stored)
@@ -68,8 +69,8 @@ class Progress:
 
 def _job_progress(job: Job, now) -> dict:
     """A running job's own progress (``progress`` {"done", "total", "unit"}) and lease age, where recorded."""
-    p = getattr(job, "progress", None) or {}
-    beat = getattr(job, "heartbeat_at", None)
+    p = job.progress or {}
+    beat = job.heartbeat_at
     return {"job": job.id, "worker": job.worker, "done": p.get("done"), "total": p.get("total"), "unit": p.get("unit"),
             "elapsed_s": round((now - job.started_at).total_seconds(), 1) if job.started_at else None,
             "lease_age_s": round((now - beat).total_seconds(), 1) if beat else None}
@@ -177,10 +178,6 @@ def plot_png(session: Session, task: str, submission_id: int | None = None, job_
         return (Path(tmp) / "figure.png").read_bytes()
 
 
-def _last_line(text: str | None) -> str:
-    return ((text or "").strip().splitlines() or [""])[-1]
-
-
 def _varying(params: list[dict]) -> list[str]:
     keys = [k for k in (params[0] if params else {}) if k != "seeds"]
     return [k for k in keys if len({repr(p.get(k)) for p in params}) > 1]
@@ -225,10 +222,10 @@ def view(session: Session, submission_id: int, static: bool = False) -> View:
         params = named(job.params, data.names)
         error = (job.error or "").strip()
         if error:
-            by_error[_last_line(error)].append(job.id)
+            by_error[last_line(error)].append(job.id)
         jobs.append({"id": job.id, "state": job.state, "params": {k: params.get(k) for k in varying},
                      "seeds": _seeds(params.get("seeds")), "attempts": job.attempts, "worker": job.worker,
-                     "seconds": job.seconds, "error": error[-ERROR_CHARS:], "error_line": _last_line(error),
+                     "seconds": job.seconds, "error": error[-ERROR_CHARS:], "error_line": last_line(error),
                      "progress": running.get(job.id)})
     notes: list[str] = []
     kind = get_kind(sub.task)

@@ -20,8 +20,10 @@ import yaml
 from . import UserError
 
 REQUIRED = object()
-COMMON_KEYS = ("task", "title", "seeds", "seed_group")
+COMMON_KEYS = ("task", "title", "seeds", "seed_group", "max_attempts")
 MAX_JOBS = 100_000
+MAX_SEEDS = 100_000
+MAX_ATTEMPTS = 100
 
 
 class SpecError(UserError):
@@ -68,12 +70,17 @@ def parse_seeds(value) -> list[int]:
                 raise SpecError(f"spec key 'seeds': cannot read {value!r} (use e.g. \"0-99\" or \"1,5,7\")") from None
             if hi < lo:
                 raise SpecError(f"spec key 'seeds': range {part!r} runs backwards")
+            if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+                raise SpecError(f"spec key 'seeds': {value!r} is more than the limit of {MAX_SEEDS:,} seeds "
+                                "per submission (split the grid into several submissions)")
             seeds.extend(range(lo, hi + 1))
         value = seeds
     if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         raise SpecError("spec key 'seeds': expected a non-empty list of integers or a range like \"0-99\"")
     if any(s < 0 for s in value):
         raise SpecError("spec key 'seeds': seeds must be >= 0")
+    if len(value) > MAX_SEEDS:
+        raise SpecError(f"spec key 'seeds': {len(value):,} seeds, more than the limit of {MAX_SEEDS:,} per submission")
     if len(set(value)) != len(value):
         raise SpecError("spec key 'seeds': a seed is listed twice")
     return value
@@ -124,6 +131,7 @@ class Expanded:
     spec: dict                      # the normalised spec (defaults filled, seeds as a list)
     jobs: list[dict] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)   # value -> path, for keys with file=True
+    max_attempts: int | None = None   # worker losses a job survives (None: the worker's setting)
 
 
 def load_spec_file(path: str | Path) -> dict:
@@ -165,6 +173,11 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
     if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
         raise SpecError("spec key 'seed_group': expected a positive integer")
 
+    attempts = raw.get("max_attempts")
+    if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int)
+                                 or not 1 <= attempts <= MAX_ATTEMPTS):
+        raise SpecError(f"spec key 'max_attempts': expected an integer from 1 to {MAX_ATTEMPTS}, got {attempts!r}")
+
     axes: dict[str, list] = {}
     files: dict[str, Path] = {}
     for name, key in schema.keys.items():
@@ -180,7 +193,9 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
         checked = [_check_value(name, key, v) for v in values]
         if key.file:
             for v in checked:
-                if isinstance(v, str) and not v.startswith(("sample:", "upload:")):
+                if isinstance(v, str) and v.startswith("sample:"):
+                    check_sample(name, v)
+                elif isinstance(v, str) and not v.startswith("upload:"):
                     p = Path(v) if Path(v).is_absolute() or base_dir is None else base_dir / v
                     if not p.is_file():
                         raise SpecError(f"spec key {name!r}: file not found: {v}")
@@ -199,5 +214,15 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
         for g in groups:
             jobs.append({**params, "seeds": list(g)})
     spec = {"task": raw["task"], **({"title": title} if title else {}), "seeds": seeds,
+            **({"max_attempts": attempts} if attempts is not None else {}),
             **{k: (v if isinstance(raw.get(k, schema.keys[k].default), list) else v[0]) for k, v in axes.items()}}
-    return Expanded(task=raw["task"], title=title, spec=spec, jobs=jobs, files=files)
+    return Expanded(task=raw["task"], title=title, spec=spec, jobs=jobs, files=files, max_attempts=attempts)
+
+
+def check_sample(name: str, value: str) -> None:
+    """A ``sample:<name>`` value must name a bundled sample (checked at submit time, not when the job runs)."""
+    from .data.images import SAMPLES
+
+    sample = value.removeprefix("sample:")
+    if sample not in SAMPLES:
+        raise SpecError(f"spec key {name!r}: unknown sample image {sample!r} (known: {', '.join(SAMPLES)})")

@@ -12,7 +12,7 @@ from l335q import UserError
 from l335q.db import (JOB_STATES, Artifact, Base, Job, Submission, get_engine, get_submission, make_artifact,
                       session_scope, upgrade)
 
-TABLES = {"submissions", "jobs", "metrics", "artifacts"}
+TABLES = {"submissions", "jobs", "metrics", "artifacts", "checkpoints"}
 
 
 def schema_drift(url: str) -> list:
