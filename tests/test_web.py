@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,11 +23,17 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 TOKEN = "web-test-token-7Qx"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 INR = {"task": "inr-init", "resolution": 16, "width": 64, "device": "cpu", "seed_group": 1}
-RUNNING = {**INR, "title": "watched while it runs", "steps": 700, "initialiser": ["default"], "seeds": "0-5"}
+RUNNING = {**INR, "title": "watched while it runs", "steps": 900, "initialiser": ["default"], "seeds": "0-5"}
 QUEUED = {**INR, "title": "cancelled, then retried", "steps": 20, "seeds": [0],
           "initialiser": ["default", "xavier-normal"]}
 FAILING = {**INR, "title": "fails: its image was never stored", "steps": 20, "seeds": [0],
            "initialiser": ["default"], "image": "upload:" + "0" * 64}
+
+
+@pytest.fixture
+def short_lease(monkeypatch):
+    """Running jobs write their progress every lease / 3 = 0.3 s (the workers started after this inherit it)."""
+    monkeypatch.setenv("L335Q_LEASE_S", "0.9")
 
 
 @pytest.fixture
@@ -74,29 +81,32 @@ def wait_for(http, sub_id, done, timeout=180) -> dict:
     raise AssertionError(f"submission {sub_id}: {status['counts']}")
 
 
-def watch_progress(page, sub_id: int, shot, timeout: float = 120) -> list[tuple[int, int, bool]]:
+def watch_progress(page, sub_id: int, shot, timeout: float = 120) -> tuple[list[tuple[int, int, bool]], set[str]]:
     """(final jobs, total, a running segment shown) of the submission's index row, read after each reload until
-    every job is final; a screenshot to ``shot`` the first time a job is seen running after one has finished."""
-    seen = []
+    every job is final, and the running jobs' own progress lines seen; a screenshot to ``shot`` the first time
+    a job's own progress shows after one job has finished."""
+    seen, lines = [], set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             counts = page.locator(f'tr[data-submission="{sub_id}"] .counts')
             final, total = int(counts.get_attribute("data-final")), int(counts.get_attribute("data-total"))
             running = page.locator(f'tr[data-submission="{sub_id}"] .bar .s-running').count() > 0
+            now = page.locator(f'tr[data-submission="{sub_id}"] .job-progress').all_inner_texts()
         except Exception:            # the page reloaded between two reads
             continue
+        lines.update(now)
         if not seen or seen[-1] != (final, total, running):
             seen.append((final, total, running))
-            if running and final and not shot.exists():
-                page.screenshot(path=str(shot), full_page=True)
+        if running and final and now and not shot.exists():
+            page.screenshot(path=str(shot), full_page=True)
         if final == total:
-            return seen
+            return seen, lines
         page.wait_for_timeout(250)
     raise AssertionError(f"submission {sub_id} did not finish: {seen}")
 
 
-def test_live_view_in_a_real_browser(api_server, worker, tmp_path):
+def test_live_view_in_a_real_browser(short_lease, api_server, worker, tmp_path):
     http = httpx.Client(base_url=api_server, headers=AUTH, timeout=30)
     watched, queued, failing = submit(http, RUNNING), submit(http, QUEUED), submit(http, FAILING)
     with chromium() as browser:
@@ -134,11 +144,13 @@ def test_live_view_in_a_real_browser(api_server, worker, tmp_path):
 
         # the index shows the watched batch advance while it runs
         page.goto(f"{api_server}/?refresh=1")
-        seen = watch_progress(page, watched, tmp_path / "index-running.png")
+        seen, lines = watch_progress(page, watched, tmp_path / "index-running.png")
         unfinished = [f for f, t, _ in seen if f < t]
         assert len({f for f, _, _ in seen}) >= 3 and unfinished, seen    # at least two steps seen under way
         assert any(running for *_, running in seen), seen
         assert seen[-1][:2] == (6, 6)
+        steps = [re.fullmatch(r"job (\d+): step (\d+) of 900", line) for line in lines]
+        assert lines and all(steps) and len({m[2] for m in steps}) >= 2, lines      # each job's own progress
         page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
 
         # retry the cancelled jobs: they run and the page shows their results
