@@ -19,7 +19,8 @@ Auth: when ``L335Q_API_TOKEN`` is set every endpoint but /health and /login need
 ``l335q.service``, as the CLI's do: with ``L335Q_BROKER_URL`` set the jobs are published for the workers;
 without it (embedded mode) they run in this process, one at a time, on one background thread.
 Errors answer one JSON line ``{"error": "..."}``: 422 for a bad spec or parameter, 404 for an unknown id or
-path, 401 without the token, 503 for an unreachable database or broker; a browser gets the same as a page.
+path, 401 without the token, 503 for an unreachable database or broker; a browser gets the same as a page
+(``api/errors.py``).
 """
 from __future__ import annotations
 
@@ -33,12 +34,9 @@ from typing import Annotated
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import Field
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l335q import UserError, __version__, service
 from l335q.config import broker_url
@@ -46,8 +44,9 @@ from l335q.db import Artifact, Job, Submission, ensure_schema, session_scope
 from l335q.specs import SpecError, expand
 from l335q.tasks import KINDS
 
-from . import models
+from . import errors, models
 from .auth import configured_token, require_token, wants_html
+from .errors import ServiceUnavailable
 
 log = logging.getLogger("l335q.api")
 MAX_SPEC_BYTES = 1024 * 1024
@@ -66,56 +65,7 @@ app = FastAPI(title="l335q", version=__version__, lifespan=lifespan, responses=E
               description="Submit experiment specs, follow their jobs, read results, figures, reports and stored "
                           "images; cancel and retry. Every error is one JSON line {\"error\": ...}.")
 _embedded_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l335q-embedded")
-
-
-class ServiceUnavailable(Exception):
-    pass
-
-
-def error(request: Request, status: int, message: str, headers: dict | None = None) -> Response:
-    if wants_html(request):
-        from .web import error_page
-        return error_page(request, status, message, headers)
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-@app.exception_handler(UserError)
-async def _user_error(request: Request, exc: UserError):
-    return error(request, 422 if isinstance(exc, SpecError) else 400, str(exc))
-
-
-@app.exception_handler(ServiceUnavailable)
-async def _unavailable(request: Request, exc: ServiceUnavailable):
-    return error(request, 503, str(exc))
-
-
-@app.exception_handler(OperationalError)
-async def _database_gone(request: Request, exc: OperationalError):
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
-    return error(request, 503, f"database unreachable: {reason}")
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException):
-    headers = dict(getattr(exc, "headers", None) or {})
-    if exc.status_code == 405:     # every method of the path, not only those of the first route that matched it
-        headers["Allow"] = ", ".join(sorted({m for r in request.app.routes if getattr(r, "methods", None)
-                                             and r.path_regex.match(request.url.path) for m in r.methods}))
-    return error(request, exc.status_code, str(exc.detail), headers or None)
-
-
-@app.exception_handler(RequestValidationError)
-async def _bad_parameter(request: Request, exc: RequestValidationError):
-    first = exc.errors()[0] if exc.errors() else {}
-    where = " ".join(str(x) for x in first.get("loc", ()) if x != "body") or "request"
-    return error(request, 422, f"{where}: {first.get('msg', 'invalid value')}".replace("\n", " "))
-
-
-@app.exception_handler(Exception)
-async def _bug(request: Request, exc: Exception):
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server's log has the details"},
-                        status_code=500)
+errors.install(app)
 
 
 # ----------------------------------------------------------------------------- dependencies
@@ -403,22 +353,3 @@ def _safe(name: str) -> str:
 from .web import router as _web  # noqa: E402  (the pages use the handlers above)
 
 app.include_router(_web)
-
-
-def openapi() -> dict:
-    """FastAPI's schema, with every error answer documented as what it is: one JSON line ``{"error": ...}``
-    (FastAPI would give an HTML or PNG operation's errors that operation's media type)."""
-    if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        ref = {"$ref": "#/components/schemas/ErrorBody"}
-        for operation in (op for path in schema["paths"].values() for op in path.values()):
-            for status, answer in operation.get("responses", {}).items():
-                if status.startswith(("4", "5")):
-                    answer["content"] = {"application/json": {"schema": ref}}
-        app.openapi_schema = schema
-    return app.openapi_schema
-
-
-app.openapi = openapi
