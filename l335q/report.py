@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import __version__
@@ -127,6 +127,7 @@ class View:
     figure: bytes | None
     notes: list[str]                # what could not be shown, and why
     images: list[dict]              # {"id", "job", "name", "seed", "caption", "data" (static only)}
+    previous: int | None = None     # the submission of the same task kind before this one
 
 
 _FIGURES: OrderedDict = OrderedDict()     # (submission, jobs' states) -> PNG bytes, for pages that refresh
@@ -246,9 +247,10 @@ def view(session: Session, submission_id: int, static: bool = False) -> View:
             notes.append(f"the figure could not be drawn: {type(exc).__name__}: {exc}")
     labels = {j["id"]: " · ".join([f"job {j['id']}"] + [f"{k} {v}" for k, v in j["params"].items()]
                                   + ([f"seeds {j['seeds']}"] if j["seeds"] else [])) for j in jobs}
+    previous = session.scalar(select(func.max(Submission.id)).where(Submission.task == sub.task, Submission.id < sub.id))
     return View(sub.id, sub.task, sub.title, sub.created_at.isoformat(timespec="seconds"), data.spec, prog, jobs,
                 [{"error": e, "jobs": ids} for e, ids in by_error.items()], varying, table, figure, notes,
-                _images(data, labels, static, notes))
+                _images(data, labels, static, notes), previous)
 
 
 def compare(views: list[View]) -> dict | None:

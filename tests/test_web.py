@@ -167,6 +167,13 @@ def test_live_view_in_a_real_browser(short_lease, api_server, worker, tmp_path):
         assert page.locator("#cancel, #retry").count() == 0
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
 
+        # compare with the submission of the same kind before it: only the keys that differ
+        page.click("#compare-previous")
+        assert page.url == f"{api_server}/report?submission={watched}&submission={queued}"
+        _, differ = table_rows(page, "#compare table.spec-diff")
+        assert [d["key"] for d in differ] == ["seeds", "initialiser", "steps"], differ      # titles are not compared
+        assert all(i["w"] > 0 for i in images_loaded(page))
+
         # a failed job's error is on its page
         wait_for(http, failing, lambda s: s["finished"])
         page.goto(f"{api_server}/submissions/{failing}")
