@@ -182,3 +182,29 @@ def test_live_view_in_a_real_browser(short_lease, api_server, worker, tmp_path):
         assert errors == [] and not any(TOKEN in u for u in urls)
     for shot in ("index-running.png", "index.png", "report.png"):
         assert (tmp_path / shot).stat().st_size > 10_000
+
+
+def test_login_cookie_cannot_be_used_by_another_sites_form(migrated_pg, monkeypatch):
+    """The cookie the login form sets authenticates this site's own forms only; a token in a URL counts for nothing."""
+    from fastapi.testclient import TestClient
+
+    from l335q.api.app import app
+    from l335q.submit import create_submission
+
+    monkeypatch.setenv("L335Q_DATABASE_URL", migrated_pg)
+    monkeypatch.setenv("L335Q_API_TOKEN", TOKEN)
+    sub_id, _ = create_submission({**QUEUED, "title": "never dispatched"})       # two queued jobs, no message
+    with TestClient(app, base_url="http://l335q.test") as client:
+        assert client.get(f"/?token={TOKEN}").status_code == 401
+        r = client.post("/login", content=f"token={TOKEN}&next=/", follow_redirects=False,
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 303 and r.headers["location"] == "/" and TOKEN not in r.headers["location"]
+        assert "httponly" in r.headers["set-cookie"].lower() and "samesite=strict" in r.headers["set-cookie"].lower()
+        assert client.get(f"/submissions/{sub_id}").json()["counts"] == {"queued": 2}
+        r = client.post(f"/submissions/{sub_id}/cancel", headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and set(r.json()) == {"error"}
+        assert client.get(f"/submissions/{sub_id}").json()["counts"] == {"queued": 2}
+        r = client.post(f"/submissions/{sub_id}/cancel", headers={"Origin": "http://l335q.test"})
+        assert r.status_code == 200 and r.json()["cancelled"] == 2
+        client.post("/logout")
+        assert client.get(f"/submissions/{sub_id}").status_code == 401
