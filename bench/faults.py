@@ -83,10 +83,13 @@ class Cluster:
                 os.environ[k] = v
 
     def worker(self, concurrency: int = 1) -> subprocess.Popen:
-        log = open(self.logdir / f"worker{len(self.procs)}.log", "w")
+        """A worker named w<N>@<host> (``name_of``) in a process group of its own."""
+        n = len(self.procs)
+        log = open(self.logdir / f"worker{n}.log", "w")
         p = subprocess.Popen([sys.executable, "-m", "l335q.cli.main", "worker", "--queues", self.queue,
-                              "--device", "cpu", "--concurrency", str(concurrency)], env=self.env, stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+                              "--device", "cpu", "--concurrency", str(concurrency), "--name", f"w{n}@%h"],
+                             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p.name = f"w{n}@"
         self.procs.append(p)
         return p
 
@@ -126,11 +129,14 @@ def duplicated(ids: list[int]) -> int:
     return int(sum(rows))
 
 
-def held(ids: list[int], worker_pids=None) -> dict[int, tuple[str, int]]:
-    """Running jobs -> (claim token, steps redone if lost now: progress minus the newest checkpoint's step)."""
+def held(ids: list[int], by: subprocess.Popen | None = None) -> dict[int, tuple[str, int]]:
+    """Running jobs (of worker ``by``, default any) -> (claim token, steps redone if lost now: progress minus
+    the newest checkpoint's step)."""
     out = {}
     with session_scope() as s:
         for j in s.scalars(select(Job).where(Job.id.in_(ids), Job.state == "running")):
+            if by is not None and not (j.worker or "").startswith(by.name):
+                continue
             p = j.progress or {"stage": 0, "done": 0}
             saved = s.scalar(select(Checkpoint.step).where(Checkpoint.job_id == j.id, Checkpoint.stage == p["stage"]))
             out[j.id] = (j.claim, max(0, p["done"] - (saved or 0)))
@@ -161,14 +167,14 @@ def node_kill(logdir: Path, kills: int = 2, seed: int = 0) -> Row:
         ids = c.submit(BATCH)
         redone, recover = 0, []
         for _ in range(kills):
-            wait_until(lambda: len(held(ids)) >= 2, 120, "two running jobs", c)
+            wait_until(lambda: held(ids, victim), 120, "a job running on the victim", c)
             time.sleep(rng.uniform(0.2, 1.5))
-            stranded = {k: v for k, v in held(ids).items()}
+            stranded = held(ids, victim)
             os.killpg(victim.pid, signal.SIGKILL)
             t = time.monotonic()
             victim.wait()
+            stranded = {k: v for k, v in stranded.items() if k in held(ids)}   # not finished just before
             victim = c.worker(2)
-            stranded = {k: v for k, v in stranded.items() if k in held(ids)}
             wait_until(recovered(stranded), 10 * LEASE_S, "the killed worker's jobs to be re-queued", c, poll=0.05)
             recover.append(time.monotonic() - t)
             redone += sum(v[1] for v in stranded.values())

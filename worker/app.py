@@ -186,7 +186,8 @@ def warn_if_evicting() -> str | None:
     return None
 
 
-def start(concurrency: int = 1, queues: str = QUEUE, device: str | None = None, loglevel: str = "INFO") -> None:
+def start(concurrency: int = 1, queues: str = QUEUE, device: str | None = None, loglevel: str = "INFO",
+          name: str | None = None) -> None:
     if device:
         os.environ["L335Q_DEVICE"] = device
     check_broker()
@@ -198,4 +199,5 @@ def start(concurrency: int = 1, queues: str = QUEUE, device: str | None = None, 
     import torch  # noqa: F401  (imported once here: pool processes, also replacements of lost ones, inherit it)
 
     app.worker_main(["worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}",
-                     "--without-gossip", "--without-mingle", "--without-heartbeat"])
+                     "--without-gossip", "--without-mingle", "--without-heartbeat",
+                     *([f"--hostname={name}"] if name else [])])
