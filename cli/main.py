@@ -306,7 +306,8 @@ def reap():
 @click.option("--concurrency", default=1, show_default=True, help="Jobs at once (one per GPU is usual).")
 @click.option("--queues", default="l335q", show_default=True, help="Comma-separated queues to consume.")
 @click.option("--device", help="Device for jobs that say `auto`, e.g. cuda:0 or cpu.")
-def worker(concurrency, queues, device):
+@click.option("--name", help="Worker name shown in `status` (default celery@HOST); e.g. gpu0@%h.")
+def worker(concurrency, queues, device, name):
     """Start a Celery worker (needs L335Q_BROKER_URL and L335Q_DATABASE_URL)."""
     from l335q.config import broker_url
     from l335q.db import ensure_schema
@@ -316,7 +317,7 @@ def worker(concurrency, queues, device):
     ensure_schema()
     from l335q.worker.app import start
 
-    start(concurrency, queues, device)
+    start(concurrency, queues, device, name=name)
 
 
 @cli.command()

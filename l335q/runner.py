@@ -121,6 +121,7 @@ def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim |
     with session_scope(url) as s:
         job = _locked(s, job_id)
         if job is None or job.state in FINAL_STATES:
+            log.info("job %d: already final or unknown, not run again", job_id)
             return None
         now = utcnow()
         if job.state == "running":

@@ -174,7 +174,7 @@ class Reaped:
         if self.skipped:
             return "another reaper is running; nothing done"
         return (f"{len(self.requeued)} jobs re-queued (worker lost), {len(self.failed)} failed (worker lost too "
-                f"often), {len(self.republished)} queued jobs re-published (message gone)")
+                f"often), {len(self.republished)} queued jobs re-published (no message waiting in the queue)")
 
 
 def _lock(s) -> bool:

@@ -145,88 +145,7 @@ def test_same_job_delivered_twice_to_a_worker_runs_once(worker, service_env, tmp
     assert keys and len(keys) == len(set(keys))
 
 
-# ----------------------------------------------------------------------------- (c) a worker dies mid-job
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-# Long enough that the CNN still has epochs to go when the FCN's first epoch is logged (the kill signal).
-KILLABLE = {**TINY, "train_subset": 1500, "epochs": 3}
-
-
-def mid_job(job_id: int) -> str:
-    """The pattern of a progress line that the job logs only while it is training (not yet committed)."""
-    return f"job {job_id}: seed 0 fcn: epoch 1/"
-
-
-def test_killed_pool_process_job_is_redelivered_and_done_once(service_env, tmp_path):
-    """SIGKILL of the pool process running the job: reject-on-worker-lost requeues the message at once,
-    the worker's new pool process runs the job again, and it ends done exactly once."""
-    from l335q.worker.app import enqueue
-
-    log = tmp_path / "worker.log"
-    proc = start_worker(service_env, log)
-    try:
-        _, (job_id,) = create_submission(KILLABLE)
-        enqueue([job_id], service_env["L335Q_TEST_QUEUE"])
-        wait_for(lambda: mid_job(job_id) in log.read_text(), 180, "the job to be mid-way", poll=0.1, logs=[log])
-        pool = children(proc.pid)
-        assert len(pool) == 1, pool
-        os.kill(pool[0], signal.SIGKILL)
-        job = job_row(job_id)
-        assert (job.state, job.attempts) in {("running", 1), ("running", 2)}
-        wait_for(lambda: job_row(job_id).state == "done", 300, "the redelivered job to be done", logs=[log])
-        assert proc.poll() is None                          # the worker itself lived on
-        assert "WorkerLostError" in log.read_text()
-    finally:
-        stop_worker(proc)
-    job = job_row(job_id)
-    assert (job.state, job.attempts) == ("done", 2)
-    keys = metric_keys(job_id)
-    assert keys and len(keys) == len(set(keys))
-
-
-def test_killed_worker_job_is_done_once_by_the_next_worker(service_env, tmp_path):
-    """The whole worker (main process and pool) killed mid-job; a new worker takes the job over once the
-    broker's visibility timeout (here 5 s) has lapsed, and the job ends done exactly once.
-
-    A short visibility timeout makes every worker on that Redis database restore *all* old unacked messages,
-    so this test uses a Redis database of its own (13), and submits through the CLI with that broker URL."""
-    env = {**service_env, "L335Q_VISIBILITY_TIMEOUT": "5",
-           "L335Q_BROKER_URL": service_env["L335Q_BROKER_URL"].rsplit("/", 1)[0] + "/13"}
-    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
-    first = start_worker(env, first_log)
-    try:
-        spec = write_spec(tmp_path / "killable.yaml", **KILLABLE)
-        sub = l335q_cmd("submit", spec, "--queue", env["L335Q_TEST_QUEUE"], env=env, check=True)
-        with session_scope() as s:
-            (job_id,) = s.scalars(select(Job.id).where(Job.submission_id == int(sub.stdout.split()[0]))).all()
-        wait_for(lambda: mid_job(job_id) in first_log.read_text(), 180, "the job to be mid-way",
-                 poll=0.1, logs=[first_log])
-        started = time.monotonic()
-        os.killpg(first.pid, signal.SIGKILL)                 # main process and its pool, no goodbye
-        first.wait(timeout=30)
-        assert (job_row(job_id).state, job_row(job_id).attempts) == ("running", 1)
-        assert metric_keys(job_id) == []                     # nothing committed by the dead worker
-        time.sleep(max(0.0, started + 6 - time.monotonic()))  # past the visibility timeout
-        second = start_worker(env, second_log)
-        try:
-            wait_for(lambda: job_row(job_id).state == "done", 300, "the job to be done by the next worker",
-                     logs=[first_log, second_log])
-        finally:
-            stop_worker(second)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        redis.Redis.from_url(env["L335Q_BROKER_URL"]).delete(env["L335Q_TEST_QUEUE"])
-    job = job_row(job_id)
-    assert (job.state, job.attempts) == ("done", 2)
-    keys = metric_keys(job_id)
-    assert keys and len(keys) == len(set(keys))
+# (c) a worker dying mid-job: tests/test_faults.py
 
 
 # ----------------------------------------------------------------------------- (d) unreachable services
@@ -290,3 +209,69 @@ def test_a_pool_of_two_runs_many_short_jobs_each_once(service_env, tmp_path):
     assert [(j.id, j.state, j.error) for j in jobs if j.state != "done"] == []
     assert {j.attempts for j in jobs} == {1}
     assert "PGRES" not in log.read_text() and "DatabaseError" not in log.read_text()
+
+
+# ----------------------------------------------------------------------------- (e) honest exits and status
+
+def test_submit_wait_exits_1_and_names_each_error_with_its_jobs(service_env, tmp_path):
+    """Jobs that fail (here: CUDA asked for on a machine without it) make `submit --wait` exit 1 with one
+    line per distinct error listing the job ids; `status ID` shows each failed job's error."""
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen([sys.executable, "-m", "l335q.cli.main", "worker", "--queues", service_env["L335Q_TEST_QUEUE"]],
+                            env={**os.environ, **service_env}, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        spec = write_spec(tmp_path / "cuda.yaml", **{**TINY, "seeds": "0-1", "device": "cuda"})
+        out = l335q_cmd("submit", spec, "--wait", "--queue", service_env["L335Q_TEST_QUEUE"], env=service_env,
+                        timeout=300)
+    finally:
+        stop_worker(proc)
+    assert out.returncode == 1, out.stderr + log.read_text()[-2000:]
+    sub_id = int(out.stdout.split()[0])
+    with session_scope() as s:
+        ids = list(s.scalars(select(Job.id).where(Job.submission_id == sub_id).order_by(Job.id)))
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: jobs {ids[0]}, {ids[1]}: device 'cuda' requested but no CUDA device is available"]
+    status = l335q_cmd("status", sub_id, env=service_env, check=True).stdout
+    for job_id in ids:
+        assert f"job {job_id} failed: device 'cuda' requested" in status
+
+
+def test_status_shows_a_running_jobs_worker_progress_and_lease(service_env, tmp_path):
+    env = {**service_env, "L335Q_LEASE_S": "3"}
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)
+    try:
+        spec = write_spec(tmp_path / "long.yaml", **{**TINY, "epochs": 4, "train_subset": 3000})
+        sub_id = int(l335q_cmd("submit", spec, "--queue", env["L335Q_TEST_QUEUE"], env=env, check=True).stdout.split()[0])
+
+        def running_line():
+            out = l335q_cmd("status", sub_id, env=env, check=True).stdout
+            lines = [x for x in out.splitlines() if " running on " in x and "epoch" in x]
+            return lines[0] if lines else None
+        line = wait_for(running_line, 240, "a running job with progress in `status`", poll=1, logs=[log])
+    finally:
+        stop_worker(proc)
+    assert "running on celery@" in line and " of 4" in line and "lease renewed" in line and "(lease 3 s)" in line, line
+
+
+def test_worker_warns_when_redis_may_evict_messages(service_env, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--maxmemory-policy", "allkeys-lru"], stdout=subprocess.DEVNULL)
+    log = tmp_path / "worker.log"
+    try:
+        wait_for(lambda: redis.Redis(port=port).ping(), 20, "the test Redis to start")
+        proc = start_worker({**service_env, "L335Q_BROKER_URL": f"redis://127.0.0.1:{port}/0"}, log)
+        try:
+            wait_for(lambda: "maxmemory-policy" in log.read_text(), 60, "the warning", logs=[log])
+        finally:
+            stop_worker(proc)
+    finally:
+        server.terminate()
+        server.wait()
+    assert "warning: Redis maxmemory-policy is 'allkeys-lru'" in log.read_text()
