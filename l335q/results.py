@@ -126,12 +126,23 @@ def named(value, names: dict[str, str]):
 
 @dataclass
 class Table:
+    """A kind's rows. Every row key is one of ``columns`` (text, CSV and JSON) or of ``detail`` (JSON only, e.g.
+    per-seed lists); a key in neither raises, so no measured value drops out of a table unnoticed."""
     task: str
     columns: list[str]
     rows: list[dict]
     submission: int | None = None
     summary: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    detail: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        lost = {k for r in self.rows for k in r} - set(self.columns) - set(self.detail)
+        if lost:
+            raise ValueError(f"table {self.task}: row keys {sorted(lost)} are neither columns nor detail")
 
     def as_json(self) -> dict:
         return {"task": self.task, "submission": self.submission, "rows": self.rows,
@@ -202,6 +213,8 @@ def _fmt(v) -> str:
 
 
 def render(table: Table, fmt: str = "table") -> str:
+    """``table`` as text (columns, notes, summary), CSV (columns) or JSON (every row key)."""
+    table.check()
     if fmt == "json":
         return json.dumps(table.as_json(), indent=2, default=str)
     if fmt == "csv":

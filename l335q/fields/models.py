@@ -105,6 +105,3 @@ class BatchedMLP(nn.Module):
             if k < last:
                 x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
         return torch.sigmoid(x) if self.output == "sigmoid" else torch.relu(x)
-
-    def parameters_per_seed(self) -> int:
-        return sum(p[0].numel() for p in self.parameters())

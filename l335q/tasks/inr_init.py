@@ -23,9 +23,11 @@ import math
 from pathlib import Path
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import OPTIMIZERS, FieldConfig, fit_image
+from ..fields.engine import FieldConfig, fit_image
+from ..fields.jobs import varying
 from ..fields.models import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
+from ..optim import OPTIMIZERS
 from ..plots import figure, image_png, png_array, save
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
@@ -83,14 +85,10 @@ def verdict(psnrs: list[float | None], n: int) -> str:
     return f"> {THRESHOLD_DB:g} dB for every seed" if fails == 0 else f"fails for {fails} of {n} seeds"
 
 
-def _varying(jobs, keys) -> list[str]:
-    return [k for k in keys if len({str(j.params.get(k)) for j in jobs}) > 1]
-
-
 def cells(data: SubmissionData) -> tuple[list[str], dict[tuple, dict[int, float | None]]]:
     """The grid keys that vary besides the initialiser, and cell -> {seed: psnr} (None = diverged)."""
     jobs = data.done()
-    extra = _varying(jobs, ("image", "resolution", "output"))
+    extra = varying(jobs, ("image", "resolution", "output"))
     out: dict[tuple, dict[int, float | None]] = {}
     for key, group in group_jobs(jobs, ("initialiser", *extra)).items():
         out[key] = {s: v for j in group for s, v in j.final("psnr").items()}
