@@ -136,17 +136,19 @@ def refuse_server_paths(raw: dict) -> None:
                                 "upload: values (submit files with the CLI)")
 
 
-def _run_embedded(job_ids: list[int]) -> None:
+def _run_embedded(job_ids: list[int], url: str) -> None:
     for job_id in job_ids:
         try:
-            service.run_embedded([job_id], worker="api-embedded")
+            service.run_embedded([job_id], worker="api-embedded", url=url)
         except Exception:  # a broken job must not stop the others
             log.exception("job %d could not be run", job_id)
 
 
 def run_here(job_ids: list[int]) -> None:
     """Embedded mode: the jobs run after the response, one at a time, on the API's background thread."""
-    _embedded_runner.submit(_run_embedded, job_ids)
+    from l335q.config import database_url
+
+    _embedded_runner.submit(_run_embedded, job_ids, database_url())   # the database of this request
 
 
 def _spec_schema() -> dict:
