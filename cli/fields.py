@@ -13,8 +13,9 @@ import click
 from l335q import UserError
 from l335q.data.images import SPLITS
 from l335q.fields.encodings import ENCODINGS
-from l335q.fields.engine import LOSSES, OPTIMIZERS
+from l335q.fields.engine import LOSSES
 from l335q.fields.models import ACTIVATIONS, INITIALISERS, OUTPUTS
+from l335q.optim import OPTIMIZERS
 
 STRIP_MAX = 8     # seeds shown side by side in --out
 
@@ -70,7 +71,7 @@ def _strip(images):
 @click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="sgd and rmsprop.")
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="sgd-momentum and rmsprop.")
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--batch-pixels", type=click.IntRange(1), default=None, help="Random pixels per step (default: all).")
 @click.option("--seeds", default="0", show_default=True, help='Seeds fitted as one batched model, e.g. "0-3".')

@@ -22,7 +22,6 @@ from typing import Callable, Iterable
 
 from sqlalchemy import func, or_, select, text
 
-from . import UserError
 from .config import broker_url, queued_grace_seconds
 from .db import FINAL_STATES, Job, ensure_schema, get_submission, session_scope, utcnow
 from .runner import execute_job, lease_expired, worker_lost
@@ -174,7 +173,7 @@ class Reaped:
         if self.skipped:
             return "another reaper is running; nothing done"
         return (f"{len(self.requeued)} jobs re-queued (worker lost), {len(self.failed)} failed (worker lost too "
-                f"often), {len(self.republished)} queued jobs re-published (message gone)")
+                f"often), {len(self.republished)} queued jobs re-published (no message waiting in the queue)")
 
 
 def _lock(s) -> bool:

@@ -36,17 +36,22 @@ def fresh_pg_database(prefix: str):
     """A new PostgreSQL database's URL, dropped (with its connections) afterwards."""
     import psycopg2
 
+    def admin_sql(sql: str) -> None:   # a connection per statement: the fault suite restarts PostgreSQL
+        admin = psycopg2.connect(f"{PG}/postgres")
+        admin.autocommit = True
+        try:
+            admin.cursor().execute(sql)
+        finally:
+            admin.close()
+
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(f"{PG}/postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    admin_sql(f'CREATE DATABASE "{name}"')
     try:
         yield f"{PG}/{name}"
     finally:
         from l335q.db import get_engine
         get_engine.cache_clear()
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -116,10 +116,10 @@ def test_psnr_on_known_inputs():
     assert psnr(np.zeros((4, 4, 3)), np.ones((4, 4, 3))) == 0.0       # an image: one number, not one per row
 
 
-@pytest.mark.parametrize("optimizer,batch_pixels", [("adam", None), ("sgd", 64), ("rmsprop", None)])
+@pytest.mark.parametrize("optimizer,batch_pixels", [("adam", None), ("sgd-momentum", 64), ("rmsprop", None)])
 def test_batched_equals_one_by_one(tiny, optimizer, batch_pixels):
     cfg = FieldConfig(depth=3, width=32, encoding="gaussian", features=16, sigma=3.0, optimizer=optimizer,
-                      lr=1e-2 if optimizer == "sgd" else 1e-3, steps=40, batch_pixels=batch_pixels, loss="huber")
+                      lr=1e-2 if optimizer == "sgd-momentum" else 1e-3, steps=40, batch_pixels=batch_pixels, loss="huber")
     seeds = [0, 1, 2]
     batched = fit_image(tiny, cfg, seeds, split="every-other")
     chunked = fit_image(tiny, cfg, seeds, split="every-other", chunk=2)
@@ -149,7 +149,7 @@ def test_gaussian_features_beat_raw_coordinates():
 
 
 def test_a_diverging_seed_is_flagged_and_leaves_the_others_alone(tiny):
-    cfg = FieldConfig(depth=4, width=32, steps=30, optimizer="sgd", lr=1e4, output="relu")
+    cfg = FieldConfig(depth=4, width=32, steps=30, optimizer="sgd-momentum", lr=1e4, output="relu")
     r = fit_image(tiny, cfg, [0, 1, 2, 3])
     assert any(r.diverged) and not all(r.diverged), r.diverged
     for i, s in enumerate([0, 1, 2, 3]):
@@ -157,6 +157,17 @@ def test_a_diverging_seed_is_flagged_and_leaves_the_others_alone(tiny):
             assert r.train_psnr[i] is None
         else:
             assert r.train_psnr[i] == pytest.approx(fit_image(tiny, cfg, [s]).train_psnr[0], abs=1e-6)
+
+
+def test_sgd_is_plain_sgd_and_sgd_momentum_uses_the_momentum(tiny):
+    """The same names as classification (l335q.optim): momentum changes sgd-momentum's fit, never sgd's."""
+    def fit(optimizer, momentum):
+        cfg = FieldConfig(depth=2, width=16, steps=15, lr=0.5, optimizer=optimizer, momentum=momentum)
+        return fit_image(tiny, cfg, [0]).train_psnr[0]
+
+    assert fit("sgd", 0.0) == fit("sgd", 0.9)
+    assert fit("sgd-momentum", 0.0) == pytest.approx(fit("sgd", 0.0), abs=1e-6)
+    assert abs(fit("sgd-momentum", 0.9) - fit("sgd", 0.9)) > 0.01
 
 
 def test_bad_config_is_a_user_error(tiny):

@@ -22,7 +22,7 @@ TINY = FieldConfig(depth=2, width=32, encoding="gaussian", features=32, sigma=4.
 
 def test_inr_arch_grid_expansion():
     exp = expand({"task": "inr-arch", "depth": [2, 4], "width": [16, 32], "loss": ["mse", "l1", "huber"],
-                  "optimizer": ["adam", "sgd"], "image": ["sample:sky", "sample:camera"], "resolution": [16, 32],
+                  "optimizer": ["adam", "sgd-momentum"], "image": ["sample:sky", "sample:camera"], "resolution": [16, 32],
                   "seeds": "0-4"})
     assert len(exp.jobs) == 2 * 2 * 3 * 2 * 2 * 2          # seeds batched: one job per cell
     assert all(j["seeds"] == [0, 1, 2, 3, 4] for j in exp.jobs)

@@ -209,3 +209,69 @@ def test_a_pool_of_two_runs_many_short_jobs_each_once(service_env, tmp_path):
     assert [(j.id, j.state, j.error) for j in jobs if j.state != "done"] == []
     assert {j.attempts for j in jobs} == {1}
     assert "PGRES" not in log.read_text() and "DatabaseError" not in log.read_text()
+
+
+# ----------------------------------------------------------------------------- (e) honest exits and status
+
+def test_submit_wait_exits_1_and_names_each_error_with_its_jobs(service_env, tmp_path):
+    """Jobs that fail (here: CUDA asked for on a machine without it) make `submit --wait` exit 1 with one
+    line per distinct error listing the job ids; `status ID` shows each failed job's error."""
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen([sys.executable, "-m", "l335q.cli.main", "worker", "--queues", service_env["L335Q_TEST_QUEUE"]],
+                            env={**os.environ, **service_env}, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        spec = write_spec(tmp_path / "cuda.yaml", **{**TINY, "seeds": "0-1", "device": "cuda"})
+        out = l335q_cmd("submit", spec, "--wait", "--queue", service_env["L335Q_TEST_QUEUE"], env=service_env,
+                        timeout=300)
+    finally:
+        stop_worker(proc)
+    assert out.returncode == 1, out.stderr + log.read_text()[-2000:]
+    sub_id = int(out.stdout.split()[0])
+    with session_scope() as s:
+        ids = list(s.scalars(select(Job.id).where(Job.submission_id == sub_id).order_by(Job.id)))
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: jobs {ids[0]}, {ids[1]}: device 'cuda' requested but no CUDA device is available"]
+    status = l335q_cmd("status", sub_id, env=service_env, check=True).stdout
+    for job_id in ids:
+        assert f"job {job_id} failed: device 'cuda' requested" in status
+
+
+def test_status_shows_a_running_jobs_worker_progress_and_lease(service_env, tmp_path):
+    env = {**service_env, "L335Q_LEASE_S": "3"}
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)
+    try:
+        spec = write_spec(tmp_path / "long.yaml", **{**TINY, "epochs": 4, "train_subset": 3000})
+        sub_id = int(l335q_cmd("submit", spec, "--queue", env["L335Q_TEST_QUEUE"], env=env, check=True).stdout.split()[0])
+
+        def running_line():
+            out = l335q_cmd("status", sub_id, env=env, check=True).stdout
+            lines = [x for x in out.splitlines() if " running on " in x and "epoch" in x]
+            return lines[0] if lines else None
+        line = wait_for(running_line, 240, "a running job with progress in `status`", poll=1, logs=[log])
+    finally:
+        stop_worker(proc)
+    assert "running on celery@" in line and " of 4" in line and "lease renewed" in line and "(lease 3 s)" in line, line
+
+
+def test_worker_warns_when_redis_may_evict_messages(service_env, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--maxmemory-policy", "allkeys-lru"], stdout=subprocess.DEVNULL)
+    log = tmp_path / "worker.log"
+    try:
+        wait_for(lambda: redis.Redis(port=port).ping(), 20, "the test Redis to start")
+        proc = start_worker({**service_env, "L335Q_BROKER_URL": f"redis://127.0.0.1:{port}/0"}, log)
+        try:
+            wait_for(lambda: "maxmemory-policy" in log.read_text(), 60, "the warning", logs=[log])
+        finally:
+            stop_worker(proc)
+    finally:
+        server.terminate()
+        server.wait()
+    assert "warning: Redis maxmemory-policy is 'allkeys-lru'" in log.read_text()

@@ -122,6 +122,12 @@ BAD = [
     ("task: cls-compare\nepochs: [1, 2\n", "not valid YAML"),              # not YAML
     ("- task: cls-compare\n", "mapping"),                                  # not a mapping
     ("", "mapping"),
+    ('task: cls-compare\nseeds: "0-99999999"\n', "'seeds'"),              # far too many seeds: no hang
+    ('task: cls-compare\nseeds: "0-60000,70000-150000"\n', "'seeds'"),
+    ("task: inr-init\nimage: sample:doesnotexist\n", "'image'"),         # checked at submit time
+    ("task: upsample\nimage: [sample:camera, sample:nope]\n", "'nope'"),
+    ("task: cls-compare\nmax_attempts: 0\n", "'max_attempts'"),
+    ("task: cls-compare\nmax_attempts: lots\n", "'max_attempts'"),
 ]
 
 

@@ -42,6 +42,7 @@ app.conf.update(
     # Redis redelivers an unacked message after this long; recovery does not wait for it (leases do that)
     broker_transport_options={"visibility_timeout": int(os.environ.get("L335Q_VISIBILITY_TIMEOUT", 6 * 3600))},
     worker_hijack_root_logger=False,
+    worker_proc_alive_timeout=60,    # a new pool process on a busy machine can take long to report
 )
 
 
@@ -57,42 +58,44 @@ def run_job(self, job_id: int) -> str | None:
 
 # ----------------------------------------------------------------------------- pool processes
 
-_running = threading.Event()     # a pool process is inside a job
 
 def _on_sigterm(signum, frame):
-    """In a pool process: a running job saves its checkpoint and hands itself back; an idle process exits."""
+    """In a pool process running a job: the job saves its checkpoint and hands itself back."""
     from l335q.checkpoints import stop_event
 
-    if _running.is_set():
-        stop_event.set()
-    else:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+    stop_event.set()
 
 
+_idle_handler = []      # billiard's own SIGTERM handler (exit), put back when a job ends
 
 
 @worker_process_init.connect
 def _pool_process_init(**_):
-    """A pool process opens its own database connections (never the parent's, see ``db.after_fork``), gets its
-    share of the CPU cores (start() sets OMP_NUM_THREADS), and turns SIGTERM into "checkpoint and hand back"."""
+    """A pool process opens its own database connections (never the parent's, see ``db.after_fork``) and gets
+    its share of the CPU cores (start() sets OMP_NUM_THREADS): PyTorch processes that each take every core
+    thrash one another as soon as two jobs run side by side."""
     after_fork()
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
-    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 @task_prerun.connect
 def _job_starts(**_):
-    _running.set()
+    """While a job runs, SIGTERM means "checkpoint and hand back" (billiard installs its own handler after
+    worker_process_init, so this is set per job); an idle pool process keeps billiard's (it exits)."""
+    from l335q.checkpoints import stop_event
+
+    stop_event.clear()
+    _idle_handler[:] = [signal.signal(signal.SIGTERM, _on_sigterm)]
 
 
 @task_postrun.connect
 def _job_ends(**_):
-    _running.clear()
+    if _idle_handler:
+        signal.signal(signal.SIGTERM, _idle_handler.pop())
 
 
 @worker_shutting_down.connect
@@ -183,7 +186,8 @@ def warn_if_evicting() -> str | None:
     return None
 
 
-def start(concurrency: int = 1, queues: str = QUEUE, device: str | None = None, loglevel: str = "INFO") -> None:
+def start(concurrency: int = 1, queues: str = QUEUE, device: str | None = None, loglevel: str = "INFO",
+          name: str | None = None) -> None:
     if device:
         os.environ["L335Q_DEVICE"] = device
     check_broker()
@@ -192,5 +196,8 @@ def start(concurrency: int = 1, queues: str = QUEUE, device: str | None = None, 
         log.warning(warning)
         print(warning, flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
+    import torch  # noqa: F401  (imported once here: pool processes, also replacements of lost ones, inherit it)
+
     app.worker_main(["worker", f"--concurrency={concurrency}", f"--queues={queues}", f"--loglevel={loglevel}",
-                     "--without-gossip", "--without-mingle", "--without-heartbeat"])
+                     "--without-gossip", "--without-mingle", "--without-heartbeat",
+                     *([f"--hostname={name}"] if name else [])])

@@ -123,7 +123,7 @@ def probe(designs: list[Design], device: str = "cpu", seed: int = 0, steps: int 
     """Train each design briefly (Adam 1e-3, batch 64, about ``steps`` steps on the first ``train_images``
     training images) through the training engine; return them ranked by accuracy on the first
     ``test_images`` test images (best first; a diverged probe ranks last)."""
-    from ..tasks.cls_compare import load_data
+    from .jobs import load_data
     from .engine import TrainConfig, train
 
     data = load_data({"train_subset": train_images, "test_subset": test_images}, device)

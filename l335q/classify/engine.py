@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import UserError
 from ..checkpoints import NO_CHECKPOINTS, Interrupted, rng_state, set_rng_state
+from ..optim import make_optimizer
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-momentum")
 EVAL_BATCH = 2000
 
 log = logging.getLogger("l335q.train")
@@ -60,18 +59,6 @@ class History:
     @property
     def final(self) -> Epoch | None:
         return self.epochs[-1] if self.epochs else None
-
-
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise UserError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
 
 
 @torch.no_grad()

@@ -16,17 +16,12 @@ The method, a validation split inside the training pixels and a search over log 
      scoring does; among σ that validate about equally well, held-out pixels favour the largest. This
      also copes with bimodal validation curves (hubble: blurred point sources validate almost as well
      as sharp ones on the checkerboard, but not on held-out pixels).
-Measured by ``bench/autosigma_study.py`` (validation and held-out curves of 16 images on one σ lattice:
-10 to choose the rule, 6 unseen to check it) and end to end by ``bench/autosigma.py``; the numbers are
-in bench/RESULTS.md. The previous rule (the best σ times √2, for the fit half's sparser sampling) missed
-by up to 2 dB (hubble). The tolerance was 0.5 dB until the same study at 64 px favoured 0.4 (11 of 12
-images within 0.3 dB against 8 of 12); 0.4 was then checked end to end on images no rule was chosen on.
 Every trial fits the same seed, so trials differ in σ only (B = σ·B₀ with the same B₀ and weights).
 
-What no rule of this kind can do (``bench/autosigma_limit.py``): an image and its "bilinear twin" (the
-same training pixels, held-out pixels interpolated from them) must get the same σ, and for some images
-(brick, retina, phantom at 48 px) no σ is within 0.3 dB of the grid's best on both. Results therefore
-carry ``loss_vs_best_db`` beside the choice, and the ffn-sigma summary weighs a miss against seed noise.
+How the rule and its tolerance were chosen, and what no rule that sees only the training pixels can do
+(an image and its "bilinear twin" share those pixels, so they get the same σ, yet for some images no σ is
+within 0.3 dB of the grid's best on both): research/autosigma.md. Results therefore carry
+``loss_vs_best_db`` beside the choice, and the ffn-sigma summary weighs a miss against seed noise.
 """
 from __future__ import annotations
 

@@ -42,13 +42,6 @@ def frequency_matrix(encoding: str, seeds: list[int], features: int = 256, sigma
     raise ValueError(f"unknown encoding {encoding!r} (known: {', '.join(ENCODINGS)})")
 
 
-def encoded_width(encoding: str, features: int = 256, sigma: float = 10.0) -> int:
-    if encoding == "none":
-        return 2
-    B = frequency_matrix(encoding, [0], features, sigma)
-    return 2 * B.shape[-1]
-
-
 def encode(coords: torch.Tensor, B: torch.Tensor | None) -> torch.Tensor:
     """coords (N, 2) or (S, N, 2) -> (S, N, d). With B None the coordinates pass through unchanged."""
     if B is None:

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from .. import UserError
 from ..checkpoints import NO_CHECKPOINTS, Interrupted
+from ..optim import MOMENTUM, OPTIMIZERS, make_optimizer
 from .encodings import ENCODINGS, encode, frequency_matrix
 from .models import ACTIVATIONS, INITIALISERS, OUTPUTS, BatchedMLP
 
 LOSSES = ("mse", "l1", "huber")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 RENDER_PIXELS = 65_536            # pixels per forward pass when rendering or scoring
 CPU_BUDGET_BYTES = 3 * 2**30      # working memory assumed on a CPU device
 CHECK_EVERY = 50                  # steps between looks at the checkpoint clock and the stop flag
@@ -41,9 +41,9 @@ class FieldConfig:
     sigma: float = 10.0            # σ of B ~ N(0, σ²) (gaussian), highest frequency (posenc)
     init: str = "default"
     loss: str = "mse"              # mse | l1 | huber
-    optimizer: str = "adam"        # adam | adamw | sgd | rmsprop
+    optimizer: str = "adam"        # one of optim.OPTIMIZERS
     lr: float = 1e-3
-    momentum: float = 0.9          # sgd and rmsprop
+    momentum: float = MOMENTUM     # sgd-momentum and rmsprop
     steps: int = 1000
     batch_pixels: int | None = None   # None: full batch; N: N random training pixels per step (per seed)
     huber_delta: float = 0.1       # huber's switch from quadratic to linear, in [0, 1] colour units
@@ -107,16 +107,6 @@ class Field(torch.nn.Module):
         coords = torch.as_tensor(coords, dtype=torch.float32)
         outs = [self(coords[i:i + RENDER_PIXELS].to(dev)).float().cpu() for i in range(0, len(coords), RENDER_PIXELS)]
         return torch.cat(outs, dim=1)
-
-
-def make_optimizer(cfg: FieldConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum if cfg.momentum else 0.0)
 
 
 def per_seed_loss(cfg: FieldConfig, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -186,7 +176,7 @@ class FitResult:
 def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step, ckpt):
     torch_dev = torch.device(device)
     model = Field(cfg, seeds, target_mean=rgb.mean(0)).to(torch_dev)
-    opt = make_optimizer(cfg, model.parameters())
+    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
     S, N = len(seeds), coords.shape[0]
     coords_d, rgb_d = coords.to(torch_dev), rgb.to(torch_dev)
     gens = [torch.Generator().manual_seed(int(s) + 104_729) for s in seeds] if cfg.batch_pixels else []

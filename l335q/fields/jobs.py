@@ -6,10 +6,11 @@ import math
 from dataclasses import replace
 
 from ..data.images import SPLITS
+from ..optim import OPTIMIZERS
 from ..specs import Key, SpecError
 from .autosigma import SigmaChoice, auto_sigma
 from .encodings import ENCODINGS
-from .engine import LOSSES, OPTIMIZERS, FieldConfig
+from .engine import LOSSES, FieldConfig
 from .models import ACTIVATIONS, INITIALISERS, OUTPUTS
 
 

@@ -139,6 +139,3 @@ class BatchedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pre_output(x)
         return torch.sigmoid(x) if self.output == "sigmoid" else torch.relu(x)
-
-    def parameters_per_seed(self) -> int:
-        return sum(p[0].numel() for p in self.parameters())

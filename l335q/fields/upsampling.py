@@ -43,14 +43,6 @@ def render_dense(result, h: int, w: int, factor: int) -> np.ndarray:
     return out.reshape(len(result.seeds), h * factor, w * factor, 3).numpy()
 
 
-def crop_to_multiple(img: np.ndarray, factor: int) -> np.ndarray:
-    """The top-left part of ``img`` whose sides are multiples of ``factor``."""
-    h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
-    if h < 2 * factor or w < 2 * factor:
-        raise UserError(f"a {img.shape[1]}x{img.shape[0]} image is too small to downsample by {factor}")
-    return img[:h, :w]
-
-
 def downsample(img: np.ndarray, factor: int) -> np.ndarray:
     """Mean of each K x K block (sides must be multiples of K): (h/K, w/K, 3) float32."""
     h, w = img.shape[0] // factor, img.shape[1] // factor

@@ -1,12 +1,22 @@
-"""Task kinds: one module per kind, imported lazily (a kind's heavy imports load only when used).
+"""Task kinds: one module per kind, registered in ``KINDS`` and imported lazily (a kind's heavy imports load
+only when it is used).
 
-A kind module defines
-  SCHEMA                         specs.Schema: its keys, defaults and ranges
-  run(params, ctx) -> None       the job: a pure function of params (with ``seeds``) and data;
-                                 writes through ctx.metric / ctx.artifact, may set ctx.state = "diverged"
-  results(data) -> Table         data: results.SubmissionData; the rows users see
-  plot(data, out, **options)     a matplotlib figure written to ``out``
-Kinds without SCHEMA (e.g. ``cls-features``) are views for ``plot``/``results`` only.
+The contract of a kind module (tests/test_tasks.py walks ``KINDS`` and checks it):
+  SCHEMA                        specs.Schema: its spec keys (specs.Key: type, default, range, grid axis or not),
+                                how many seeds one job fits (``seeds_per_job``), and two optional hooks:
+                                  check(params)       cross-key checks on one expanded job (raises SpecError)
+                                  prepare(raw) -> raw rewrites the raw spec before expansion (ffn-sigma adds σ auto)
+  run(params, ctx) -> None      one job: a pure function of params (with ``seeds``) and the data; writes through
+                                ctx.metric / ctx.artifact / ctx.log, may fill ctx.summary and set
+                                ctx.state = "diverged"; reads files stored with the submission via ctx.input_bytes;
+                                runs on ctx.device and hands ctx.checkpoints to the training engine (resume)
+  results(data) -> Table        data: results.SubmissionData; one row per cell of finished jobs, with summary lines
+                                computed from the rows; every row key is a column or a declared JSON-only detail
+  plot(data, out, **options)    a matplotlib figure written to ``out``
+  read_input(path) -> bytes     optional, submit time: the bytes of a file a ``file=True`` key names, after
+                                validating them (without it: the file's bytes as they are)
+A module without SCHEMA is a view (``cls-features``): ``results``/``plot`` over other kinds' jobs, no ``run``;
+it cannot be submitted.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Retrain a model (``cnn``: cls-compare's DEFAULT_CNN, or ``fcn``) with the keys of cls-compare, where ``lr``,
 ``batch_size`` and ``model`` may be lists (grid axes, crossed with the seeds). One job = one seed of one
-(model, lr, batch_size) cell; it goes through cls-compare's ``run_model`` and so through the one training
+(model, lr, batch_size) cell; it goes through ``classify.jobs.run_model`` and so through the one training
 engine, and a CNN job stores its weights and feature maps like every CNN job.
 
 Metrics (seed = the job's seed, step = epoch): ``train_acc``, ``test_acc``, ``train_loss``, ``test_loss``,
@@ -16,11 +16,12 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
+from ..classify.jobs import TRAIN_KEYS, curves, load_data, model_row, run_model, subset_note
+from ..classify.models import MODELS
 from ..classify.sweep_summary import CHANCE, find_sweeps, label, n_seeds, summarise
 from ..plots import band, figure, save
 from ..results import JobData, SubmissionData, Table, group_jobs, mean, mean_curve, unfinished_note
 from ..specs import Key, Schema
-from .cls_compare import MODELS, TRAIN_KEYS, curves, load_data, model_row, run_model, subset_note
 
 REACH = 0.85             # epochs_to_85: the first epoch whose mean test accuracy reaches this
 PRACTICAL = {"epochs": 10, "train_subset": None, "test_subset": None}   # how the practical's sweeps were run
@@ -100,7 +101,7 @@ def results(data: SubmissionData) -> Table:
         summary.append("caveat: the practical's sweeps ran 10 epochs on all 60,000 training images; this submission "
                        f"differs ({', '.join(f'{k} {v}' for k, v in differs.items())}), so its absolute accuracies "
                        "(e.g. 'about 89 %') are not like for like.")
-    return Table("cls-sweep", columns, rows, data.id, summary, notes)
+    return Table("cls-sweep", columns, rows, data.id, summary, notes, detail=["epochs", "params", "per_seed"])
 
 
 def plot(data: SubmissionData, out: Path, **options) -> None:

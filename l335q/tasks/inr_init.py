@@ -5,7 +5,7 @@ The network is the practical's: a plain ReLU MLP on raw (x, y) (no encoding), 4 
 Adam 1e-3, and the practical's ReLU output. Each job fits one group of seeds of one initialiser as ONE
 batched model (``fields.engine``); ``seed_group`` sets the group size (default 25). The default grid holds
 the five standard initialisers and ``mean-colour``, the data-aware one (``fields.models``: output weights 0,
-output bias = the image's mean colour, so no ReLU output starts dead); ``research/README.md`` has the
+output bias = the image's mean colour, so no ReLU output starts dead); ``research/inr_init.md`` has the
 study of why the standard ones fail and how ``mean-colour`` fares.
 
 Why these defaults (measured with ``bench/inr_init_defaults.py``, one H100, fp32, sample:astronaut at
@@ -26,9 +26,11 @@ import math
 from pathlib import Path
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import OPTIMIZERS, FieldConfig, fit_image
+from ..fields.engine import FieldConfig, fit_image
+from ..fields.jobs import varying
 from ..fields.models import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
+from ..optim import OPTIMIZERS
 from ..plots import figure, image_png, png_array, save
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
@@ -86,14 +88,10 @@ def verdict(psnrs: list[float | None], n: int) -> str:
     return f"> {THRESHOLD_DB:g} dB for every seed" if fails == 0 else f"fails for {fails} of {n} seeds"
 
 
-def _varying(jobs, keys) -> list[str]:
-    return [k for k in keys if len({str(j.params.get(k)) for j in jobs}) > 1]
-
-
 def cells(data: SubmissionData) -> tuple[list[str], dict[tuple, dict[int, float | None]]]:
     """The grid keys that vary besides the initialiser, and cell -> {seed: psnr} (None = diverged)."""
     jobs = data.done()
-    extra = _varying(jobs, ("image", "resolution", "output"))
+    extra = varying(jobs, ("image", "resolution", "output"))
     out: dict[tuple, dict[int, float | None]] = {}
     for key, group in group_jobs(jobs, ("initialiser", *extra)).items():
         out[key] = {s: v for j in group for s, v in j.final("psnr").items()}
@@ -160,11 +158,7 @@ def worst_images(data: SubmissionData) -> dict[tuple, tuple[float, int, bytes]]:
 
 def target_image(data: SubmissionData, job):
     """The image a job fitted, at its resolution (from the samples, or from the bytes stored with the submission)."""
-    def stored(ref: str) -> bytes:
-        sha = ref.removeprefix("upload:")
-        return next(a.data for a in data.artifacts() if a.job_id is None and a.sha256 == sha)
-
-    return resize(load_image(job.params["image"], loader=stored), job.params["resolution"])
+    return resize(load_image(data.ref(job.params["image"]), loader=data.input_bytes), job.params["resolution"])
 
 
 def plot(data: SubmissionData, out: Path, **options) -> None:
@@ -199,9 +193,7 @@ def plot(data: SubmissionData, out: Path, **options) -> None:
     if data.done():
         job = data.done()[0]
         axes[1, 0].imshow(target_image(data, job))
-        ref = job.params["image"]
-        name = ref[:15] + "…" if ref.startswith("upload:") else ref
-        axes[1, 0].set_title(f"target {name}" + (" (first)" if extra else ""), fontsize=7)
+        axes[1, 0].set_title(f"target {job.params['image']}" + (" (first)" if extra else ""), fontsize=7)
     for ax, key in zip(axes[1, 1:], keys):
         if key in worst:
             psnr, seed, png = worst[key]

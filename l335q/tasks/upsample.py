@@ -108,9 +108,10 @@ def results(data: SubmissionData) -> Table:
              f"{spec.get('depth')}, width {spec.get('width')}, {spec.get('encoding')} m = {spec.get('features')}, "
              f"σ {spec.get('sigma')} (sigma column: the σ used); psnr_sd over seeds; baselines are deterministic"]
     columns = ["image", "factor", "method", "psnr", "ssim", "seeds", "psnr_sd", "sigma"]
-    if len({r["resolution"] for r in rows}) > 1:
+    one_resolution = len({r["resolution"] for r in rows}) <= 1      # then the note names it
+    if not one_resolution:
         columns.insert(1, "resolution")
-    return Table("upsample", columns, rows, data.id, summary, notes)
+    return Table("upsample", columns, rows, data.id, summary, notes, detail=["resolution"] if one_resolution else [])
 
 
 def zoom_box(img: np.ndarray, frac: float = 0.25) -> tuple[int, int, int]:

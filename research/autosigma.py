@@ -1,6 +1,6 @@
 """Automatic σ against the best σ of a grid, per image (held-out PSNR, every-other split).
 
-  python bench/autosigma.py --resolution 64 --steps 300 --depth 3 --width 128 --features 128 \\
+  python research/autosigma.py --resolution 64 --steps 300 --depth 3 --width 128 --features 128 \\
       --images sky,grass,astronaut,camera --device cpu
 Prints one JSON line per image: the grid's best σ and held-out PSNR, the automatic σ, its held-out PSNR
 and the loss in dB (positive: auto is worse) with its standard error over the seeds, the time the

@@ -1,7 +1,7 @@
 """Write test images that l335q's SAMPLES do not include, for checks on images no rule was chosen on.
 
-  python bench/unseen_images.py /tmp/unseen     # horse.png, phantom.png, motorcycle.png
-then e.g. ``bench/autosigma.py --images /tmp/unseen/horse.png,...``. All three ship with scikit-image
+  python research/unseen_images.py /tmp/unseen     # horse.png, phantom.png, motorcycle.png
+then e.g. ``research/autosigma.py --images /tmp/unseen/horse.png,...``. All three ship with scikit-image
 (no download): the horse silhouette (white horse on black), the Shepp-Logan phantom (400²) and the left
 view of the stereo motorcycle pair (500 x 741, colour).
 """

@@ -1,6 +1,6 @@
 """Can ANY σ rule that sees only the training pixels be within 0.3 dB of the grid's best on every image?
 
-  python bench/autosigma_limit.py --image grass --resolution 96 --out bench/results/autosigma-limit-grass-96.json
+  python research/autosigma_limit.py --image grass --resolution 96 --out research/results/autosigma-limit-grass-96.json
 
 Builds a second image B from image A: the same training pixels (every-other split, [::2, ::2]), and in
 place of A's held-out pixels the bilinear interpolation of those training pixels (B is A seen through a

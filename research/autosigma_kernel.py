@@ -1,14 +1,14 @@
 """Automatic σ with no trial fits: the σ under whose neural tangent kernel the training pixels are most likely.
 
-  python bench/autosigma_kernel.py --study bench/results/autosigma-study-48-all.jsonl \\
-      --jsonl bench/results/autosigma-kernel-48.jsonl
+  python research/autosigma_kernel.py --study research/results/autosigma-study-48-all.jsonl \\
+      --jsonl research/results/autosigma-kernel-48.jsonl
 
-Tried against the study's held-out curves and not adopted (numbers in bench/RESULTS.md). The idea: a
+Tried against the study's held-out curves and not adopted (numbers in research/autosigma.md). The idea: a
 field trained in the kernel regime is kernel regression with the network's NTK, and kernel regression
 interpolates best with the kernel under which the data are most likely (Gaussian-process marginal
 likelihood), so the likelihood ranks σ without a validation split and so without the split's sparser
 sampling, which is what makes the shipped rule's validation curves disagree with held-out scoring.
-For each image of a study file (``bench/autosigma_study.py``) and each σ of its lattice up to
+For each image of a study file (``research/autosigma_study.py``) and each σ of its lattice up to
 autosigma's cap: the field at initialisation (the study's configuration, seed 0), its empirical NTK
 over the training pixels (output channel 0), and the log marginal likelihood of the training pixels
 (each colour channel centred, its scale profiled out, the noise ratio the best of a small grid). The
@@ -76,8 +76,8 @@ def most_likely(name: str, resolution: int, sigmas: list[float], cfg: FieldConfi
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--study", default="bench/results/autosigma-study-48-all.jsonl")
-    p.add_argument("--jsonl", default="bench/results/autosigma-kernel-48.jsonl")
+    p.add_argument("--study", default="research/results/autosigma-study-48-all.jsonl")
+    p.add_argument("--jsonl", default="research/results/autosigma-kernel-48.jsonl")
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--width", type=int, default=96)
     p.add_argument("--features", type=int, default=96)

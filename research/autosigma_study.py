@@ -1,6 +1,6 @@
 """Measure candidate validation schemes for automatic σ against the held-out curve, on one σ lattice.
 
-  python bench/autosigma_study.py --images sky,grass --resolution 48 --out bench/results/autosigma-48.jsonl
+  python research/autosigma_study.py --images sky,grass --resolution 48 --out research/results/autosigma-48.jsonl
 
 For each image and each σ on the lattice 0.25·2^(k/4), writes one JSON line: the held-out PSNR per seed
 (every-other split, the quantity ffn-sigma scores) and, per scheme, the validation PSNR per fold and seed
@@ -28,7 +28,7 @@ SPEC_GRID = (0.5, 1, 2, 5, 10, 20, 50)
 
 
 def study_image(name: str, resolution: int) -> np.ndarray:
-    """A sample name (``sky``) or an image file path, resized to resolution² (bench/autosigma*.py share it)."""
+    """A sample name (``sky``) or an image file path, resized to resolution² (research/autosigma*.py share it)."""
     from l335q.data.images import load_image, resize
 
     return resize(load_image(name if "/" in name or ":" in name else f"sample:{name}"), resolution)
@@ -40,7 +40,7 @@ def study_cap(resolution: int) -> float:
 
 
 def field_args(p: argparse.ArgumentParser, resolution: int, kmax: int | None, width: int = 96, seeds: int = 4) -> None:
-    """The options the autosigma bench scripts share: image size, the field fitted, seeds, σ lattice, threads."""
+    """The options the autosigma research scripts share: image size, the field fitted, seeds, σ lattice, threads."""
     p.add_argument("--resolution", type=int, default=resolution)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--depth", type=int, default=3)
@@ -254,10 +254,10 @@ def analyse(path: str, top: int = 40, only: list[str] | None = None) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--images", default="camera,astronaut,chelsea,grass,sky,coffee,brick,gravel,rocket,hubble",
-                   help="sample names or image file paths (bench/unseen_images.py writes three)")
+                   help="sample names or image file paths (research/unseen_images.py writes three)")
     field_args(p, resolution=48, kmax=28)
     p.add_argument("--schemes", default=",".join(SCHEMES))
-    p.add_argument("--out", default="bench/results/autosigma-study.jsonl")
+    p.add_argument("--out", default="research/results/autosigma-study.jsonl")
     p.add_argument("--analyse", action="store_true")
     p.add_argument("--rules", default=None, help="with --analyse: print only these rules (comma-separated names)")
     p.add_argument("--noise-floor", nargs="+", default=None, metavar="FILE",
