@@ -31,7 +31,6 @@ from torch import nn
 
 INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren",
                 "mean-colour")
-DATA_INITIALISERS = ("mean-colour",)     # need the target's mean colour (``target_mean``)
 ACTIVATIONS = ("relu", "sine")
 OUTPUTS = ("sigmoid", "relu")
 SIREN_W0 = 30.0
@@ -98,7 +97,7 @@ def mean_colour_output(target_mean, output: str, out_dim: int) -> torch.Tensor:
 class BatchedMLP(nn.Module):
     """S coordinate MLPs as one module: input (S, N, in) -> output (S, N, out).
 
-    ``target_mean`` (out_dim colours in [0, 1]) is read only by the data-aware initialisers (``DATA_INITIALISERS``).
+    ``target_mean`` (out_dim colours in [0, 1]) is read only by the data-aware ``mean-colour`` initialiser.
     """
 
     def __init__(self, seeds: list[int], in_dim: int, depth: int = 4, width: int = 256, activation: str = "relu",
