@@ -100,7 +100,8 @@ def submission_or_404(session, submission_id: int) -> Submission:
 
 # ----------------------------------------------------------------------------- submit
 
-@app.get("/health", response_model=models.Health, responses={503: {"model": models.Health}})
+@app.get("/health", response_model=models.Health, response_model_exclude_none=True,
+         responses={503: {"model": models.Health}})
 def health():
     try:
         ensure_schema()
