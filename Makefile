@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test install data clean
 
@@ -18,10 +19,14 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian's package puts the four original files in /usr/share/datasets/fashion-mnist/; without it (not
 # root, not Debian) l335q falls back to $$L335Q_DATA and then torchvision's download.
+# The web tests drive Debian's chromium (/usr/bin/chromium) with Playwright; nothing downloads a browser.
 data:
 	@test -f $(FMNIST) || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q dataset-fashion-mnist || \
 	  (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; } || \
 	  echo "note: dataset-fashion-mnist not installed; l335q will try \$$L335Q_DATA, then a download"
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium || \
+	  (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; } || \
+	  echo "note: chromium not installed (run as root: apt-get install chromium); the web tests will fail"
 
 demo: install data
 	$(VENV)/bin/l335q demo

@@ -13,6 +13,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -57,6 +58,7 @@ class SubmissionData:
     spec: dict
     jobs: list[JobData]
     session: Session | None = None
+    names: dict[str, str] = field(default_factory=dict)   # upload:<sha256> -> the name shown (input_names)
 
     def artifacts(self, job_id: int | None = None, name_prefix: str = "") -> list[Artifact]:
         q = select(Artifact).where(Artifact.submission_id == self.id)
@@ -69,15 +71,57 @@ class SubmissionData:
     def done(self) -> list[JobData]:
         return [j for j in self.jobs if j.state in ("done", "diverged")]
 
+    def ref(self, value: str) -> str:
+        """The value stored behind a shown file name (``upload:<sha256>``); any other value unchanged."""
+        return next((r for r, n in self.names.items() if n == value), value)
+
+    def input_bytes(self, value: str) -> bytes:
+        """The bytes of a file stored with the submission, by its shown name or its ``upload:<sha256>``."""
+        sha = self.ref(value).removeprefix("upload:")
+        return next(a.data for a in self.artifacts() if a.job_id is None and a.sha256 == sha)
+
 
 def load(session: Session, submission_id: int | None, task: str | None) -> SubmissionData:
+    """A submission's jobs with their metrics; stored files show by name (``input_names``) in spec and params."""
     sub: Submission = get_submission(session, submission_id, task)
     jobs = session.scalars(select(Job).where(Job.submission_id == sub.id).options(selectinload(Job.metrics))
                            .order_by(Job.id)).all()
+    names = input_names(session, sub.id)
     return SubmissionData(
-        id=sub.id, task=sub.task, title=sub.title, spec=sub.spec, session=session,
-        jobs=[JobData(j.id, j.params, j.state, j.seconds, j.error, j.result,
+        id=sub.id, task=sub.task, title=sub.title, spec=named(sub.spec, names), session=session, names=names,
+        jobs=[JobData(j.id, named(j.params, names), j.state, j.seconds, j.error, j.result,
                       [(m.seed, m.step, m.name, m.value) for m in j.metrics]) for j in jobs])
+
+
+# ----------------------------------------------------------------------------- names of stored files
+
+def input_names(session: Session, submission_id: int) -> dict[str, str]:
+    """``upload:<sha256>`` -> the file's name as the spec gave it (``dusk.png``), for every file stored with the
+    submission. A different file with a name already taken is told apart as ``dusk.png (2)``, ``(3)`` ..."""
+    rows = session.execute(select(Artifact.sha256, Artifact.name, Artifact.meta)
+                           .where(Artifact.submission_id == submission_id, Artifact.job_id.is_(None),
+                                  Artifact.name.startswith("input:")).order_by(Artifact.id)).all()
+    names: dict[str, str] = {}
+    for sha, art_name, meta in rows:
+        ref = "upload:" + sha
+        if ref in names:
+            continue
+        base = PurePath(str((meta or {}).get("source") or art_name.removeprefix("input:"))).name
+        name, n = base, 1
+        while name in names.values():
+            n += 1
+            name = f"{base} ({n})"
+        names[ref] = name
+    return names
+
+
+def named(value, names: dict[str, str]):
+    """``value`` (a spec, a job's params, a list or one value) with every stored file's ref replaced by its name."""
+    if isinstance(value, dict):
+        return {k: named(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [named(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value
 
 
 @dataclass

@@ -226,7 +226,10 @@ def execute_job(job_id: int, worker: str | None = None, url: str | None = None) 
     after a stop request, or None when nothing was done (final already, held by a live worker, lease lost)."""
     from .checkpoints import Checkpoints
 
+    from .config import database_url
+
     worker = worker or socket.gethostname()
+    url = url or database_url()      # one database for the whole job (its lease thread included)
     lease_s = lease_seconds()
     claim = with_retries(lambda: _claim(job_id, worker, lease_s, url), what=f"job {job_id}: claim")
     if claim is None:

@@ -22,7 +22,6 @@ from typing import Callable, Iterable
 
 from sqlalchemy import func, or_, select, text
 
-from . import UserError
 from .config import broker_url, queued_grace_seconds
 from .db import FINAL_STATES, Job, ensure_schema, get_submission, session_scope, utcnow
 from .runner import execute_job, lease_expired, worker_lost

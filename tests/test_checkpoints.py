@@ -48,6 +48,16 @@ def stop_when(job_id: int, done: int, unit_stage: int = 0) -> threading.Thread:
     return t
 
 
+def run_until_stopped(job_id: int, done: int, stage: int) -> None:
+    """Run the job with a stop requested at ``done`` in ``stage``: it must hand itself back."""
+    watcher = stop_when(job_id, done, stage)
+    try:
+        assert execute_job(job_id) == RELEASED
+    finally:
+        stop_event.clear()
+        watcher.join(timeout=5)
+
+
 @pytest.mark.parametrize("spec,stage,done", [(CLS, 1, 1), (FIELD, 0, 150)], ids=["classification", "field"])
 def test_stopped_and_resumed_equals_uninterrupted(spec, stage, done, monkeypatch):
     monkeypatch.setenv("L335Q_LEASE_S", "0.3")           # progress reaches the row every 0.1 s
@@ -56,12 +66,7 @@ def test_stopped_and_resumed_equals_uninterrupted(spec, stage, done, monkeypatch
     assert execute_job(plain) == "done"
 
     _, (job_id,) = create_submission(spec)
-    watcher = stop_when(job_id, done, stage)
-    try:
-        assert execute_job(job_id) == RELEASED
-    finally:
-        stop_event.clear()
-        watcher.join(timeout=5)
+    run_until_stopped(job_id, done, stage)
     with session_scope() as s:
         job = s.get(Job, job_id)
         assert (job.state, job.attempts, job.claim) == ("queued", 0, None)
@@ -81,12 +86,7 @@ def test_a_finished_stage_is_not_trained_again(monkeypatch, caplog):
     monkeypatch.setenv("L335Q_LEASE_S", "0.3")
     monkeypatch.setenv("L335Q_CHECKPOINT_S", "0")
     _, (job_id,) = create_submission(CLS)
-    watcher = stop_when(job_id, 1, 1)
-    try:
-        assert execute_job(job_id) == RELEASED
-    finally:
-        stop_event.clear()
-        watcher.join(timeout=5)
+    run_until_stopped(job_id, 1, 1)
     with session_scope() as s:
         steps = dict(s.execute(select(Checkpoint.stage, Checkpoint.step).where(Checkpoint.job_id == job_id)).all())
     assert steps[0] == CLS["epochs"] and 1 <= steps[1] <= CLS["epochs"]

@@ -37,6 +37,7 @@ def expected(init: str, k: int, fan_in: int, fan_out: int) -> tuple[str, float, 
         "xavier-normal": ("normal", math.sqrt(2 / (fan_in + fan_out)), "zero", 0.0),
         "xavier-uniform": ("uniform", math.sqrt(6 / (fan_in + fan_out)), "zero", 0.0),
         "siren": ("uniform", 1 / fan_in if k == 0 else math.sqrt(6 / fan_in) / SIREN_W0, "uniform", lin),
+        "mean-colour": ("uniform", lin, "uniform", lin) if fan_out >= 100 else ("zero", 0.0, "target", 0.0),
     }[init]
 
 
@@ -57,7 +58,9 @@ def check_law(values: torch.Tensor, law: str, scale: float, what: str):
 
 @pytest.mark.parametrize("init", INITIALISERS)
 def test_initialiser_matches_its_formula_layer_by_layer(init):
-    mlp = BatchedMLP(seeds=[0, 1], in_dim=64, depth=4, width=128, init=init, activation="sine" if init == "siren" else "relu")
+    target = torch.tensor([0.2, 0.5, 0.7])
+    mlp = BatchedMLP(seeds=[0, 1], in_dim=64, depth=4, width=128, init=init, activation="sine" if init == "siren" else "relu",
+                     output="relu", target_mean=target)
     sizes = [(64, 128), (128, 128), (128, 128), (128, 3)]
     for k, ((fi, fo), w, b) in enumerate(zip(sizes, mlp.weights, mlp.biases)):
         assert w.shape == (2, fi, fo) and b.shape == (2, 1, fo)
@@ -66,6 +69,9 @@ def test_initialiser_matches_its_formula_layer_by_layer(init):
             check_law(w, wlaw, wscale, f"{init} layer {k} weights")
         else:
             assert w.abs().max() <= (wscale * (1 + 1e-6) if wlaw == "uniform" else 6 * wscale)
+        if blaw == "target":
+            assert torch.equal(b, target.expand(2, 1, 3))
+            continue
         if blaw == "zero" or fo >= 100:
             check_law(b, blaw, bscale, f"{init} layer {k} biases")
         assert not torch.equal(w[0], w[1]), "two seeds drew the same weights"
@@ -129,13 +135,14 @@ def test_batched_equals_one_by_one(tiny, optimizer, batch_pixels):
     assert len({round(p, 3) for p in batched.train_psnr}) == 3, "seeds should differ"
 
 
-@pytest.mark.parametrize("batch_pixels", [None, 16])
-def test_members_with_their_own_sigma_and_pixels_equal_solo_fits(tiny, batch_pixels):
+@pytest.mark.parametrize("batch_pixels,init", [(None, "default"), (16, "default"), (None, "mean-colour")])
+def test_members_with_their_own_sigma_and_pixels_equal_solo_fits(tiny, batch_pixels, init):
     """One batched model whose members differ in σ and in the pixels they fit (sets of unequal size, padded
-    and weighted) scores each member as that member fitted alone."""
+    and weighted) scores each member as that member fitted alone (mean-colour: each from its own pixels' mean)."""
     (c, r), _ = split_pixels(tiny, "all")
     sets = [np.arange(len(c)) % 3 != 0, np.arange(len(c)) % 3 == 0, np.arange(len(c)) % 2 == 0]
-    cfg = FieldConfig(depth=3, width=24, encoding="gaussian", features=16, steps=30, loss="huber", batch_pixels=batch_pixels)
+    cfg = FieldConfig(depth=3, width=24, encoding="gaussian", features=16, steps=30, loss="huber", batch_pixels=batch_pixels,
+                      init=init)
     sigmas, seeds = [2.0, 3.0, 5.0], [7, 7, 8]
     both = fit_pixels([c[m] for m in sets], [r[m] for m in sets], cfg, seeds, sigmas=sigmas,
                       evals={"v": ([c[~m] for m in sets], [r[~m] for m in sets])})
@@ -241,15 +248,20 @@ def test_inr_init_through_a_real_worker(service_env, worker, tmp_path):
 
     Image.fromarray((resize(load_image("sample:coffee"), 16) * 255).astype(np.uint8)).save(tmp_path / "mine.png")
     spec = tmp_path / "spec.yaml"
-    spec.write_text("task: inr-init\nimage: mine.png\nresolution: 12\ninitialiser: [default, kaiming-normal]\n"
+    spec.write_text("task: inr-init\nimage: mine.png\nresolution: 12\ninitialiser: [default, kaiming-normal, mean-colour]\n"
                     "seeds: \"0-3\"\nseed_group: 2\nsteps: 15\nwidth: 16\ndepth: 3\n")
     q = service_env["L335Q_TEST_QUEUE"]
     p = l335q_cmd("submit", spec, "--queue", q, "--wait", env=service_env, timeout=300)
     assert p.returncode == 0, p.stderr
     p = l335q_cmd("results", "--task", "inr-init", "--format", "json", env=service_env)
     assert p.returncode == 0, p.stderr
-    rows = {r["initialiser"]: r for r in json.loads(p.stdout)["rows"]}
-    assert set(rows) == {"default", "kaiming-normal"}
+    doc = json.loads(p.stdout)
+    rows = {r["initialiser"]: r for r in doc["rows"]}
+    assert set(rows) == {"default", "kaiming-normal", "mean-colour"}
+    passing = [name for name, r in rows.items() if r["frac_above_15"] == 1.0]
+    (summary,) = doc["summary"]
+    assert summary.startswith("above 15 dB for every seed: " if passing else "no initialiser stays above 15 dB")
+    assert all((f"{name} (4 of 4 seeds" in summary) == (name in passing) for name in rows), summary
     for r in rows.values():
         assert r["seeds"] == 4 and r["psnr_min"] <= r["psnr_median"] <= r["psnr_max"]
         fails = round((1 - r["frac_above_15"]) * 4)

@@ -149,7 +149,7 @@ def _shrink_optimizer(opt, cfg: FieldConfig, old: Field, new: Field, keep: list[
 
 def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until, first_member=0):
     torch_dev = torch.device(device)
-    full = model = Field(cfg, seeds, sigmas).to(torch_dev)      # model: the members still training
+    full = model = Field(cfg, seeds, sigmas, target_mean=pix.mean()).to(torch_dev)   # model: the members still training
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
     S, N = len(seeds), pix.n
     dev_pix = pix.to(torch_dev)

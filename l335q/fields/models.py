@@ -13,6 +13,11 @@ Initialisers (fan_in = in, fan_out = out of the layer; the bias is drawn right a
   xavier-uniform   W ~ U(±√(6/(fan_in + fan_out))),         b = 0
   siren            first layer W ~ U(±1/fan_in), later W ~ U(±√(6/fan_in)/w0) (Sitzmann et al. 2020),
                    b ~ U(±1/√fan_in) as nn.Linear (the reference SIREN code keeps its bias init)
+  mean-colour      data-aware: the hidden layers exactly as ``default`` (same draws for the same seed); the output
+                   layer W = 0 and b = the target's mean colour (its logit for a sigmoid output), so at
+                   initialisation every seed renders the mean colour and every output unit's pre-activation is
+                   positive on every pixel: no ReLU output starts dead (a channel whose mean is 0 starts at 0,
+                   its target). Needs ``target_mean`` (the fit loop passes the training pixels' mean colour).
 Every seed's weights come from its own ``torch.Generator().manual_seed(seed)`` drawn on the CPU, in
 nn.Linear's (out, in) layout, layer by layer: a seed is the same network alone, in any batch, on any device,
 and ``default`` equals ``torch.manual_seed(seed)`` followed by building the nn.Linear layers in order.
@@ -28,7 +33,8 @@ from torch import nn
 from .encodings import encode, frequency_matrix
 from .pixels import Pixels, seed_psnr
 
-INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren")
+INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren",
+                "mean-colour")
 ACTIVATIONS = ("relu", "sine")
 OUTPUTS = ("sigmoid", "relu")
 SIREN_W0 = 30.0
@@ -37,11 +43,12 @@ RENDER_PIXELS = 65_536            # pixels per forward pass when rendering or sc
 
 def init_layer(init: str, fan_in: int, fan_out: int, gen: torch.Generator, first: bool = False,
                w0: float = SIREN_W0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer's (weight (out, in), bias (out,)) drawn from ``gen``."""
+    """One layer's (weight (out, in), bias (out,)) drawn from ``gen`` (``mean-colour`` draws as ``default``;
+    ``BatchedMLP`` then sets its output layer from the data)."""
     w = torch.empty(fan_out, fan_in)
     b = torch.zeros(fan_out)
     linear_bound = 1.0 / math.sqrt(fan_in)
-    if init == "default":
+    if init in ("default", "mean-colour"):
         nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
         nn.init.uniform_(b, -linear_bound, linear_bound, generator=gen)
     elif init == "kaiming-normal":
@@ -81,11 +88,27 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b, x, w)
 
 
+def mean_colour_output(target_mean, output: str, out_dim: int) -> torch.Tensor:
+    """The ``mean-colour`` output bias: the target's mean colour, or its logit for a sigmoid output."""
+    if target_mean is None:
+        raise ValueError("initialiser 'mean-colour' needs the target's mean colour (target_mean)")
+    m = torch.as_tensor(target_mean, dtype=torch.float32).flatten()
+    if m.numel() != out_dim or not torch.isfinite(m).all():
+        raise ValueError(f"target_mean must be {out_dim} finite numbers, got {m.tolist()}")
+    m = m.clamp(0.0, 1.0)
+    return torch.logit(m.clamp(1e-3, 1 - 1e-3)) if output == "sigmoid" else m
+
+
 class BatchedMLP(nn.Module):
-    """S coordinate MLPs as one module: input (S, N, in) -> output (S, N, out)."""
+    """S coordinate MLPs as one module: input (S, N, in) -> output (S, N, out).
+
+    ``target_mean`` (out_dim colours in [0, 1], or (S, out_dim): one per seed) is read only by the data-aware
+    ``mean-colour`` initialiser.
+    """
 
     def __init__(self, seeds: list[int], in_dim: int, depth: int = 4, width: int = 256, activation: str = "relu",
-                 output: str = "sigmoid", init: str = "default", out_dim: int = 3, w0: float = SIREN_W0):
+                 output: str = "sigmoid", init: str = "default", out_dim: int = 3, w0: float = SIREN_W0,
+                 target_mean=None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r} (known: {', '.join(ACTIVATIONS)})")
@@ -97,32 +120,46 @@ class BatchedMLP(nn.Module):
         for s in self.seeds:
             gen = torch.Generator().manual_seed(int(s))
             per_seed.append([init_layer(init, fi, fo, gen, first=(k == 0), w0=w0) for k, (fi, fo) in enumerate(sizes)])
+        if init == "mean-colour":
+            means = torch.as_tensor(target_mean, dtype=torch.float32) if target_mean is not None else None
+            for i, layers in enumerate(per_seed):     # one mean for every seed, or one per seed (S, out_dim)
+                mean = means[i] if means is not None and means.dim() == 2 else means
+                layers[-1] = (torch.zeros_like(layers[-1][0]), mean_colour_output(mean, output, out_dim))
         # (S, in, out) weights and (S, 1, out) biases, layer by layer
         self.weights = nn.ParameterList(
             [nn.Parameter(torch.stack([layers[k][0].t() for layers in per_seed]).contiguous()) for k in range(len(sizes))])
         self.biases = nn.ParameterList(
             [nn.Parameter(torch.stack([layers[k][1] for layers in per_seed]).unsqueeze(1)) for k in range(len(sizes))])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (S, N, width)."""
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
             x = linear(x, w, b)
-            if k < last:
-                x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
+            x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
+        return x
+
+    def pre_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer before its activation (S, N, out): a ReLU output unit <= 0 on every pixel is dead."""
+        return linear(self.hidden(x), self.weights[-1], self.biases[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre_output(x)
         return torch.sigmoid(x) if self.output == "sigmoid" else torch.relu(x)
 
 
 class Field(torch.nn.Module):
     """Encoding + batched MLP for a list of seeds: coords (N, 2), or (S, N, 2) one set per member -> colours
     (S, N, 3). sigmas: one σ per member (default: cfg.sigma for all); a seed listed twice with two σ gives two
-    members with the same weights and B₀, differing in σ only."""
+    members with the same weights and B₀, differing in σ only. ``target_mean``: the training pixels' mean
+    colour (3,), or one per member (S, 3), for the data-aware initialisers."""
 
-    def __init__(self, cfg, seeds: list[int], sigmas: list[float] | None = None):
+    def __init__(self, cfg, seeds: list[int], sigmas: list[float] | None = None, target_mean=None):
         super().__init__()
         B = frequency_matrix(cfg.encoding, seeds, cfg.features, cfg.sigma if sigmas is None else sigmas)
         self.register_buffer("B", B)
         in_dim = 2 if B is None else 2 * B.shape[-1]
-        self.mlp = BatchedMLP(seeds, in_dim, cfg.depth, cfg.width, cfg.activation, cfg.output, cfg.init)
+        self.mlp = BatchedMLP(seeds, in_dim, cfg.depth, cfg.width, cfg.activation, cfg.output, cfg.init,
+                              target_mean=target_mean)
 
     def features(self, coords: torch.Tensor) -> torch.Tensor:
         """The MLP's input for every member: (S, N, d)."""

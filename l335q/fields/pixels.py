@@ -63,6 +63,14 @@ class Pixels:
     def n(self) -> int:
         return self.coords.shape[-2]
 
+    def mean(self) -> torch.Tensor:
+        """The mean colour: (3,) of a shared set, (S, 3) of one set per member (its own pixels only)."""
+        if self.shared:
+            return self.rgb.mean(0)
+        if self.weight is None:
+            return self.rgb.mean(1)
+        return (self.rgb * self.weight[..., None]).sum(1)
+
     def counts(self, S: int) -> list[int]:
         """Each member's own pixel count."""
         if self.weight is None:
