@@ -1,6 +1,7 @@
 """From the database to tables: what every task kind's ``results`` builds on.
 
-``SubmissionData`` holds a submission's jobs with their metrics (artifacts load on demand);
+``SubmissionData`` holds a submission's jobs; their metrics (one SELECT per metric name, see ``MetricStore``)
+and artifacts load on demand;
 ``Table`` is what a kind returns; ``render`` prints it as a table, CSV or JSON.
 Every table says how many seeds each number rests on and their spread (``seeds`` and ``*_sd`` columns).
 """
@@ -15,9 +16,31 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from .db import Artifact, Job, Submission, get_submission
+from .db import Artifact, Job, Metric, Submission, get_submission
+
+
+class MetricStore:
+    """A submission's metric rows, fetched one name at a time for all its jobs: the first ``rows(job, name)``
+    of a name runs one SELECT for that name over every job of the submission; later calls read the cache.
+    A table that needs only final values never reads the loss curves (tens of rows per job)."""
+
+    def __init__(self, session: Session, submission_id: int):
+        self.session, self.submission_id = session, submission_id
+        self.by_name: dict[str, dict[int, list[tuple[int | None, int | None, float | None]]]] = {}
+
+    def rows(self, job_id: int, name: str) -> list[tuple[int | None, int | None, float | None]]:
+        """(seed, step, value) of ``name`` in job ``job_id``, in the order they were written."""
+        if name not in self.by_name:
+            by_job: dict[int, list] = defaultdict(list)
+            q = (select(Metric.job_id, Metric.seed, Metric.step, Metric.value).join(Job, Job.id == Metric.job_id)
+                 .where(Job.submission_id == self.submission_id, Metric.name == name)
+                 .order_by(Metric.job_id, Metric.id))
+            for job, seed, step, value in self.session.connection().execute(q):
+                by_job[job].append((seed, step, value))
+            self.by_name[name] = by_job
+        return self.by_name[name].get(job_id, [])
 
 
 @dataclass
@@ -28,23 +51,22 @@ class JobData:
     seconds: float | None
     error: str | None
     result: dict | None
-    metrics: list[tuple[int | None, int | None, str, float | None]]   # (seed, step, name, value)
+    store: MetricStore = field(repr=False)
 
     def final(self, name: str) -> dict[int, float | None]:
         """seed -> the value of ``name`` recorded without a step (or at the last step)."""
         out: dict[int, tuple[int, float | None]] = {}
-        for seed, step, n, v in self.metrics:
-            if n == name:
-                key = -1 if step is None else step
-                if seed not in out or key >= out[seed][0] or step is None:
-                    out[seed] = (10**9 if step is None else key, v)
+        for seed, step, v in self.store.rows(self.id, name):
+            key = -1 if step is None else step
+            if seed not in out or key >= out[seed][0] or step is None:
+                out[seed] = (10**9 if step is None else key, v)
         return {s: v for s, (_, v) in out.items()}
 
     def curve(self, name: str) -> dict[int, list[tuple[int, float | None]]]:
         """seed -> [(step, value), ...] sorted by step."""
         out: dict[int, list] = defaultdict(list)
-        for seed, step, n, v in self.metrics:
-            if n == name and step is not None:
+        for seed, step, v in self.store.rows(self.id, name):
+            if step is not None:
                 out[seed].append((step, v))
         return {s: sorted(c) for s, c in out.items()}
 
@@ -71,13 +93,14 @@ class SubmissionData:
 
 
 def load(session: Session, submission_id: int | None, task: str | None) -> SubmissionData:
+    """A submission and its jobs (one SELECT, no ORM objects); metrics are read per name when a table asks
+    for them (``MetricStore``), so ``session`` must stay open while the data are used."""
     sub: Submission = get_submission(session, submission_id, task)
-    jobs = session.scalars(select(Job).where(Job.submission_id == sub.id).options(selectinload(Job.metrics))
-                           .order_by(Job.id)).all()
-    return SubmissionData(
-        id=sub.id, task=sub.task, title=sub.title, spec=sub.spec, session=session,
-        jobs=[JobData(j.id, j.params, j.state, j.seconds, j.error, j.result,
-                      [(m.seed, m.step, m.name, m.value) for m in j.metrics]) for j in jobs])
+    store = MetricStore(session, sub.id)
+    q = (select(Job.id, Job.params, Job.state, Job.seconds, Job.error, Job.result)
+         .where(Job.submission_id == sub.id).order_by(Job.id))
+    jobs = [JobData(*row, store=store) for row in session.connection().execute(q)]
+    return SubmissionData(id=sub.id, task=sub.task, title=sub.title, spec=sub.spec, session=session, jobs=jobs)
 
 
 @dataclass
