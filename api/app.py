@@ -33,11 +33,11 @@ from sqlalchemy import func, select
 from l335q import UserError, __version__
 from l335q.config import broker_url
 from l335q.db import Artifact, Job, Submission, ensure_schema, session_scope
+from l335q.service import QUEUE
 from l335q.specs import SpecError, expand
 
 log = logging.getLogger("l335q.api")
 MAX_SPEC_BYTES = 1024 * 1024
-DEFAULT_QUEUE = "l335q"   # the same name as l335q.worker.app.DEFAULT_QUEUE (not imported: Celery loads lazily)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
@@ -138,43 +138,38 @@ def refuse_server_paths(raw: dict) -> None:
 
 
 def _run_embedded(job_ids: list[int]) -> None:
-    from l335q.runner import execute_job
+    from l335q.service import run_embedded
 
     for job_id in job_ids:
         try:
-            execute_job(job_id, worker="api-embedded")
+            run_embedded([job_id], worker="api-embedded")
         except Exception:  # a broken job must not stop the others
             log.exception("job %d could not be run", job_id)
 
 
 @app.post("/submissions", status_code=201, dependencies=guarded)
-async def submit(request: Request, queue: str = Query(DEFAULT_QUEUE, pattern=r"^[\w.:-]{1,100}$")):
+async def submit(request: Request, queue: str = Query(QUEUE, pattern=r"^[\w.:-]{1,100}$")):
     raw = _parse_spec(await request.body(), request.headers.get("content-type", ""))
     return await run_in_threadpool(_store_and_start, raw, queue)
 
 
 def _store_and_start(raw: dict, queue: str) -> dict:
-    from l335q.submit import create_submission
+    from l335q import service
 
     try:
         refuse_server_paths(raw)
         exp = expand(raw)
     except UserError as exc:       # every problem found here is the spec's (e.g. an unknown task kind)
         raise SpecError(str(exc)) from None
-    if broker_url():
-        from l335q.worker.app import check_broker, enqueue
-
-        try:
-            check_broker()
-        except UserError as exc:
-            raise ServiceUnavailable(str(exc)) from None
-        sub_id, job_ids = create_submission(raw)
-        enqueue(job_ids, queue)
-        return {"id": sub_id, "task": exp.task, "jobs": len(job_ids), "mode": "service", "queue": queue}
-    sub_id, job_ids = create_submission(raw)
-    _embedded_runner.submit(_run_embedded, job_ids)
-    return {"id": sub_id, "task": exp.task, "jobs": len(job_ids), "mode": "embedded",
-            "note": "no broker configured: the jobs run one at a time inside the API process"}
+    try:
+        service.check_services()
+    except UserError as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    sub = service.submit(raw, queue=queue, run_here=lambda ids: _embedded_runner.submit(_run_embedded, ids))
+    out = {"id": sub.id, "task": exp.task, "jobs": len(sub.job_ids), "mode": sub.mode}
+    if sub.mode == "service":
+        return {**out, "queue": queue}
+    return {**out, "note": "no broker configured: the jobs run one at a time inside the API process"}
 
 
 def _counts(session, submission_ids: list[int]) -> dict[int, dict[str, int]]:

@@ -53,46 +53,52 @@ def _progress(total: int, label: str):
 
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is final (service mode).")
+@click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is final (service mode); "
+              "exit 1 if any job failed or diverged.")
 @click.option("--queue", default="l335q", show_default=True, help="Celery queue (service mode).")
 def submit(spec, wait_, queue):
     """Validate SPEC (YAML), store the submission and its jobs, and run or enqueue them."""
-    from l335q.config import broker_url
+    from l335q import service
     from l335q.specs import load_spec_file
 
     raw = load_spec_file(spec)
-    if broker_url():
-        from l335q.db import ensure_schema
-        from l335q.worker.app import check_broker, enqueue
-
-        from l335q.specs import expand
-        expand(raw, Path(spec).parent)      # validate before touching any service
-        ensure_schema()
-        check_broker()
-        from l335q.submit import create_submission
-        sub_id, job_ids = create_submission(raw, Path(spec).parent)
-        enqueue(job_ids, queue)
+    if not service.service_mode():
+        sub_id = _run_embedded(raw, Path(spec).parent)
         click.echo(sub_id)
-        click.echo(f"submission {sub_id}: {len(job_ids)} jobs queued on {queue!r}", err=True)
-        if wait_:
-            _wait(sub_id, len(job_ids))
+        _exit_on_failures(sub_id)
         return
-    click.echo(_run_embedded(raw, Path(spec).parent))
+    sub = service.submit(raw, Path(spec).parent, queue)
+    click.echo(sub.id)
+    click.echo(f"submission {sub.id}: {len(sub.job_ids)} jobs queued on {queue!r}", err=True)
+    if wait_:
+        _wait(sub.id, len(sub.job_ids))
+        _exit_on_failures(sub.id)
 
 
 def _run_embedded(raw: dict, base_dir: Path | None) -> int:
     """Store the submission, then run its jobs in this process with a progress bar (embedded mode)."""
-    from l335q.runner import execute_job
-    from l335q.submit import create_submission
+    from l335q import service
 
-    sub_id, job_ids = create_submission(raw, base_dir)
-    click.echo(f"submission {sub_id}: {len(job_ids)} jobs, running in-process (embedded mode)", err=True)
-    with _progress(len(job_ids), f"submission {sub_id}") as bar:
-        for job_id in job_ids:
-            execute_job(job_id)
-            bar.update(1)
-    _print_status(sub_id)
-    return sub_id
+    def run_here(job_ids):
+        click.echo(f"{len(job_ids)} jobs, running in-process (embedded mode)", err=True)
+        with _progress(len(job_ids), "jobs") as bar:
+            service.run_embedded(job_ids, on_job=lambda *_: bar.update(1))
+
+    sub = service.submit(raw, base_dir, run_here=run_here)
+    _print_status(sub.id)
+    return sub.id
+
+
+def _exit_on_failures(sub_id: int) -> None:
+    """One line per distinct error with its job ids, then exit 1, when any job failed or diverged."""
+    from l335q.service import failures
+
+    found = failures(sub_id)
+    for error, ids in found:
+        shown = ", ".join(map(str, ids[:20])) + (f" … ({len(ids)} jobs)" if len(ids) > 20 else "")
+        click.echo(f"error: job{'s' if len(ids) > 1 else ''} {shown}: {error}", err=True)
+    if found:
+        sys.exit(1)
 
 
 # The main job of the quick start: the practical's first task at a size a 2-core CPU runs in minutes.
@@ -126,7 +132,7 @@ def demo(out):
 
 
 def _wait(sub_id: int, total: int) -> None:
-    from l335q.submit import wait
+    from l335q.service import wait
 
     with _progress(total, f"submission {sub_id}") as bar:
         seen = [0]
@@ -140,7 +146,7 @@ def _wait(sub_id: int, total: int) -> None:
 
 
 def _print_status(sub_id: int) -> None:
-    from l335q.submit import job_counts
+    from l335q.service import job_counts
 
     counts = job_counts(sub_id)
     click.echo(f"submission {sub_id}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), err=True)
@@ -165,8 +171,31 @@ def status(submission_id, limit):
             states = ", ".join(f"{counts[k]} {k}" for k in sorted(counts))
             click.echo(f"{sub.id:>5}  {sub.task:<12} {total:>4} jobs: {states}  {sub.title or ''}".rstrip())
             if submission_id:
-                for job in s.scalars(select(Job).where(Job.submission_id == sub.id, Job.state == "failed")):
-                    click.echo(f"       job {job.id} failed: {((job.error or '').strip().splitlines() or [''])[-1]}")
+                for line in _job_lines(s, sub.id):
+                    click.echo(line)
+
+
+def _job_lines(s, sub_id: int) -> list[str]:
+    """Each failed job's error; each running job's worker, progress and lease age."""
+    from sqlalchemy import select
+
+    from l335q.db import Job, utcnow
+    from l335q.service import last_line
+
+    now = utcnow()
+    lines = []
+    for job in s.scalars(select(Job).where(Job.submission_id == sub_id, Job.state.in_(["failed", "running"]))
+                         .order_by(Job.id)):
+        if job.state == "failed":
+            lines.append(f"       job {job.id} failed: {last_line(job.error)}")
+            continue
+        p = job.progress or {}
+        where = f"{p['unit']} {p['done']} of {p['total']}" + (f" (stage {p['stage'] + 1})" if p.get("stage") else "") \
+            if p else "starting"
+        age = f"{(now - job.heartbeat_at).total_seconds():.0f} s" if job.heartbeat_at else "none"
+        lines.append(f"       job {job.id} running on {job.worker}: {where}, lease renewed {age} ago "
+                     f"(lease {job.lease_s or 0:.0f} s), attempt {job.attempts}")
+    return lines
 
 
 @cli.command()
@@ -239,48 +268,38 @@ def images(job_id, out):
 @click.argument("submission_id", type=int)
 def cancel(submission_id):
     """Cancel a submission's queued jobs (running ones finish)."""
-    from sqlalchemy import update
+    from l335q.service import cancel as cancel_jobs
 
-    from l335q.db import Job, get_submission, session_scope
-
-    with session_scope() as s:
-        get_submission(s, submission_id)
-        n = s.execute(update(Job).where(Job.submission_id == submission_id, Job.state == "queued")
-                      .values(state="cancelled")).rowcount
-    click.echo(f"submission {submission_id}: {n} queued jobs cancelled")
+    click.echo(f"submission {submission_id}: {cancel_jobs(submission_id)} queued jobs cancelled")
 
 
 @cli.command()
 @click.argument("submission_id", type=int)
 @click.option("--queue", default="l335q", show_default=True)
-@click.option("--running", is_flag=True,
-              help="Also jobs left 'running' by a process that died (an interrupted embedded submit).")
+@click.option("--running", is_flag=True, help="Also running jobs whose lease expired (their process is gone).")
 def retry(submission_id, queue, running):
-    """Run a submission's failed, cancelled and stuck queued jobs again."""
-    from sqlalchemy import select
+    """Run a submission's failed, diverged, cancelled and waiting jobs again."""
+    from l335q import service
 
-    from l335q.config import broker_url
-    from l335q.db import Job, get_submission, session_scope
-    from l335q.runner import execute_job
+    def run_here(job_ids):
+        click.echo(f"submission {submission_id}: {len(job_ids)} jobs to run again", err=True)
+        with _progress(len(job_ids), "jobs") as bar:
+            service.run_embedded(job_ids, on_job=lambda *_: bar.update(1))
 
-    if broker_url():
-        from l335q.worker.app import check_broker
-        check_broker()
-    with session_scope() as s:
-        get_submission(s, submission_id)
-        jobs = list(s.scalars(select(Job).where(Job.submission_id == submission_id,
-                                                Job.state.in_(["failed", "cancelled", "queued"]
-                                                              + (["running"] if running else [])))))
-        for j in jobs:
-            j.state, j.error = "queued", None
-        ids = [j.id for j in jobs]
-    click.echo(f"submission {submission_id}: {len(ids)} jobs to run again")
-    if broker_url():
-        from l335q.worker.app import enqueue
-        enqueue(ids, queue)
-    else:
-        for job_id in ids:
-            execute_job(job_id)
+    ids = service.retry(submission_id, queue, include_running=running, run_here=run_here)
+    click.echo(f"submission {submission_id}: {len(ids)} jobs run again")
+
+
+@cli.command()
+def reap():
+    """Re-queue jobs whose worker is gone and re-publish queued jobs whose broker message is gone."""
+    from l335q import service
+
+    service.check_services()
+    result = service.reap()
+    click.echo(result.text())
+    if result.requeued and not service.service_mode():
+        click.echo("embedded mode: run `l335q retry SUBMISSION` to run the re-queued jobs", err=True)
 
 
 @cli.command()

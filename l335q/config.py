@@ -38,3 +38,40 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1]
+
+
+def _seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        from . import UserError
+        raise UserError(f"{name}={value!r} is not a number of seconds") from None
+
+
+def lease_seconds() -> float:
+    """``L335Q_LEASE_S``: a running job renews its lease this often × 3; a job whose lease is this old has lost
+    its worker and is re-queued by the reaper (default 30 s)."""
+    return _seconds("L335Q_LEASE_S", 30.0)
+
+
+def reap_seconds() -> float:
+    """``L335Q_REAP_S``: how often each worker runs the reaper (default: one lease)."""
+    return _seconds("L335Q_REAP_S", lease_seconds())
+
+
+def queued_grace_seconds() -> float:
+    """``L335Q_QUEUED_GRACE_S``: a queued job unclaimed this long whose message is gone is published again."""
+    return _seconds("L335Q_QUEUED_GRACE_S", 60.0)
+
+
+def checkpoint_seconds() -> float:
+    """``L335Q_CHECKPOINT_S``: a long job saves a checkpoint at most this often (0: at every chance)."""
+    return _seconds("L335Q_CHECKPOINT_S", 60.0)
+
+
+def max_attempts() -> int:
+    """``L335Q_MAX_ATTEMPTS``: worker losses a job survives unless its spec says ``max_attempts`` (default 3)."""
+    return max(1, int(_seconds("L335Q_MAX_ATTEMPTS", 3)))

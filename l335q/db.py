@@ -62,6 +62,7 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
     lease_s: Mapped[float | None] = mapped_column(Float)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime)    # last (re)queued or (re)published
+    queue: Mapped[str | None] = mapped_column(String(100))          # the broker queue it was published on
     max_attempts: Mapped[int | None] = mapped_column(Integer)       # None: the worker's setting
     progress: Mapped[dict | None] = mapped_column(JSON)             # {"done", "total", "unit"} while running
     submission: Mapped[Submission] = relationship(back_populates="jobs")

@@ -1,31 +1,42 @@
-"""Running one job, exactly once, whatever the broker does.
+"""Running one job, exactly once, whatever happens to its worker, the broker or the database.
 
-``execute_job`` is the whole life of a job on a worker (or in-process in embedded mode):
-  1. claim: in one short transaction, lock the job row; skip it if it is already in a final state
-     (a redelivery of a finished job, or a cancelled one); else mark it running, count the attempt;
-  2. run the task kind's pure ``run(params, ctx)``; ctx collects metrics and artifacts in memory;
-  3. commit: in one transaction, lock the row again; if another delivery finished it meanwhile,
-     discard this run's results; else write all metrics, artifacts and the final state together.
-A worker that dies between 1 and 3 leaves the job ``running`` with nothing written; the broker
-redelivers it (late acks, reject on worker lost) and the next claim runs it from the start.
+The database is the truth; a broker message only says "look at job N now". ``execute_job`` is the whole life
+of one delivery of a job on a worker (or in-process in embedded mode):
+  1. claim: in one short transaction, lock the job's row and take it only if it is ``queued``, or ``running``
+     with an expired lease (its worker is gone); a final job, or one whose lease is alive, is left alone, so a
+     duplicated or re-published message costs nothing. A job whose worker was lost ``max_attempts`` times ends
+     ``failed`` instead. Taking it: state ``running``, a fresh claim token, the lease starts, one more attempt;
+  2. run the task kind's pure ``run(params, ctx)`` while a thread renews the lease (and writes progress) every
+     lease / 3 seconds; training engines resume from and save checkpoints through ``ctx.checkpoints``;
+  3. commit: lock the row again; only the holder of the claim token writes all metrics, artifacts and the
+     final state together, and deletes the job's checkpoints.
+A worker asked to stop (SIGTERM) saves a checkpoint and hands the job back (``released``: queued again, the
+attempt not counted). A worker that dies leaves the lease to expire; the reaper (``l335q.service.reap``)
+re-queues the job and it resumes from its last checkpoint.
 """
 from __future__ import annotations
 
 import logging
 import math
 import socket
+import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from . import UserError
-from .config import device_override
-from .db import FINAL_STATES, Artifact, Job, Metric, make_artifact, session_scope, utcnow
+from .checkpoints import NO_CHECKPOINTS, Interrupted, LeaseLost
+from .config import checkpoint_seconds, device_override, lease_seconds, max_attempts
+from .db import (FINAL_STATES, Artifact, Checkpoint, Job, Metric, make_artifact, session_scope, utcnow,
+                 with_retries)
 from .tasks import get_kind
 
 log = logging.getLogger("l335q.job")
+RELEASED = "released"       # execute_job's answer when the job was handed back for another worker
 
 
 @dataclass
@@ -39,7 +50,7 @@ class JobContext:
     summary: dict = field(default_factory=dict)
     metrics: list[Metric] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)
-
+    checkpoints: object = NO_CHECKPOINTS
     def metric(self, name: str, value: float, *, seed: int | None = None, step: int | None = None) -> None:
         value = float(value)
         self.metrics.append(Metric(name=name, value=value if math.isfinite(value) else None, seed=seed, step=step))
@@ -78,27 +89,109 @@ def _locked(s, job_id: int) -> Job | None:
     return s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
 
 
-def _claim(job_id: int, worker: str, url: str | None) -> tuple[str, dict, int] | None:
+def lease_expired(job: Job, now) -> bool:
+    if job.heartbeat_at is None:
+        return True
+    return job.heartbeat_at + timedelta(seconds=job.lease_s or lease_seconds()) < now
+
+
+def worker_lost(job: Job, now) -> str:
+    """A running job whose lease expired: ``failed`` after max_attempts losses, else back to ``queued``."""
+    limit = job.max_attempts or max_attempts()
+    if job.attempts >= limit:
+        job.state, job.finished_at = "failed", now
+        job.error = f"worker lost {job.attempts} times; last on {job.worker or 'an unknown host'}"
+    else:
+        job.state, job.queued_at = "queued", now
+        job.error = f"worker {job.worker or '?'} lost (attempt {job.attempts} of {limit})"
+    job.claim, job.heartbeat_at, job.progress = None, None, None
+    return job.state
+
+
+@dataclass
+class Claim:
+    task: str
+    params: dict
+    submission_id: int
+    token: str
+    resumed: bool
+
+
+def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim | None:
     with session_scope(url) as s:
         job = _locked(s, job_id)
         if job is None or job.state in FINAL_STATES:
+            log.info("job %d: already final or unknown, not run again", job_id)
             return None
-        job.state, job.worker, job.started_at = "running", worker, utcnow()
+        now = utcnow()
+        if job.state == "running":
+            if not lease_expired(job, now):
+                log.info("job %d: held by %s (lease alive), this delivery is dropped", job_id, job.worker)
+                return None
+            if worker_lost(job, now) == "failed":
+                return None
+        token = uuid.uuid4().hex
+        job.state, job.worker, job.started_at, job.claim = "running", worker, now, token
+        job.heartbeat_at, job.lease_s, job.progress = now, lease_s, None
         job.attempts += 1
-        return job.task, dict(job.params), job.submission_id
+        resumed = s.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job_id).limit(1)) is not None
+        return Claim(job.task, dict(job.params), job.submission_id, token, resumed)
 
 
-def _finish(job_id: int, ctx: JobContext, state: str, error: str | None, seconds: float, url: str | None) -> bool:
+class Heartbeat(threading.Thread):
+    """Renews a claimed job's lease (and writes its progress) every lease / 3 seconds until stopped.
+    A database that is briefly away is retried at the next beat; a lost claim sets ``lost``."""
+
+    def __init__(self, job_id: int, token: str, lease_s: float, ckpt, url: str | None):
+        super().__init__(daemon=True, name=f"l335q-lease-{job_id}")
+        self.job_id, self.token, self.lease_s, self.ckpt, self.url = job_id, token, lease_s, ckpt, url
+        self.done = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.done.wait(self.lease_s / 3):
+            try:
+                with session_scope(self.url) as s:
+                    held = s.execute(update(Job).where(Job.id == self.job_id, Job.claim == self.token)
+                                     .values(heartbeat_at=utcnow(), progress=getattr(self.ckpt, "progress", None))
+                                     ).rowcount
+                if not held:
+                    self.lost = True
+                    log.warning("job %d: this worker no longer holds it", self.job_id)
+                    return
+            except Exception as exc:   # the database restarting: the next beat tries again
+                log.warning("job %d: lease not renewed (%s)", self.job_id, str(exc).splitlines()[0])
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=10)
+
+
+def _finish(job_id: int, ctx: JobContext, token: str, state: str, error: str | None, seconds: float,
+            url: str | None) -> bool:
     with session_scope(url) as s:
         job = _locked(s, job_id)
-        if job is None or job.state in FINAL_STATES:
-            return False  # another delivery got there first (or the job was cancelled): keep its result
-        job.metrics.extend(ctx.metrics)
-        for art in ctx.artifacts:
-            art.submission_id = job.submission_id
-            job.artifacts.append(art)
+        if job is None or job.claim != token:
+            return False  # the job was given to another worker (or cancelled): keep what that one writes
+        s.add_all(Metric(job_id=job_id, name=m.name, value=m.value, seed=m.seed, step=m.step) for m in ctx.metrics)
+        s.add_all(make_artifact(a.name, a.data, a.media_type, seed=a.seed, meta=a.meta, job_id=job_id,
+                                submission_id=job.submission_id) for a in ctx.artifacts)
+        s.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
         job.state, job.error, job.seconds, job.finished_at = state, error, seconds, utcnow()
         job.result = ctx.summary or None
+        job.claim, job.heartbeat_at, job.progress = None, None, None
+        return True
+
+
+def _release(job_id: int, token: str, url: str | None) -> bool:
+    """Hand a job back after a stop request: queued again, this attempt not counted (it was not a loss)."""
+    with session_scope(url) as s:
+        job = _locked(s, job_id)
+        if job is None or job.claim != token:
+            return False
+        job.state, job.queued_at, job.error = "queued", utcnow(), None
+        job.claim, job.heartbeat_at, job.progress = None, None, None
+        job.attempts = max(0, job.attempts - 1)
         return True
 
 
@@ -109,31 +202,58 @@ def mark_failed(job_id: int, error: str, url: str | None = None) -> None:
             job = _locked(s, job_id)
             if job is not None and job.state not in FINAL_STATES:
                 job.state, job.error, job.finished_at = "failed", error, utcnow()
+                job.claim, job.heartbeat_at, job.progress = None, None, None
     except Exception:
         log.exception("job %d: could not record its failure", job_id)
 
 
-def execute_job(job_id: int, worker: str | None = None, url: str | None = None) -> str | None:
-    """Claim, run and commit one job. Returns the final state written, or None if nothing was done."""
-    worker = worker or socket.gethostname()
-    claimed = _claim(job_id, worker, url)
-    if claimed is None:
-        log.info("job %d: already final or unknown, not run again", job_id)
-        return None
-    task, params, submission_id = claimed
-    ctx = JobContext(job_id=job_id, submission_id=submission_id, device=params.get("device", "auto"), url=url)
-    t0 = time.perf_counter()
-    error = None
+def _run_task(claim: Claim, ctx: JobContext) -> tuple[str, str | None]:
     try:
         ctx.device = resolve_device(ctx.device)
-        get_kind(task).run(params, ctx)
-        state = ctx.state
+        get_kind(claim.task).run(claim.params, ctx)
+        return ctx.state, None
+    except (Interrupted, LeaseLost):
+        raise
     except UserError as exc:
-        state, error = "failed", str(exc)
+        return "failed", str(exc)
     except Exception:
-        state, error = "failed", traceback.format_exc(limit=8)
-        log.exception("job %d failed", job_id)
+        log.exception("job %d failed", ctx.job_id)
+        return "failed", traceback.format_exc(limit=8)
+
+
+def execute_job(job_id: int, worker: str | None = None, url: str | None = None) -> str | None:
+    """Claim, run and commit one job. Returns the final state written, ``RELEASED`` when the job was handed back
+    after a stop request, or None when nothing was done (final already, held by a live worker, lease lost)."""
+    from .checkpoints import Checkpoints
+
+    worker = worker or socket.gethostname()
+    lease_s = lease_seconds()
+    claim = with_retries(lambda: _claim(job_id, worker, lease_s, url), what=f"job {job_id}: claim")
+    if claim is None:
+        return None
+    ctx = JobContext(job_id=job_id, submission_id=claim.submission_id, device=claim.params.get("device", "auto"),
+                     url=url)
+    ctx.checkpoints = Checkpoints(job_id, claim.token, url, checkpoint_seconds())
+    if claim.resumed:
+        ctx.log("resuming from its checkpoint")
+    beat = Heartbeat(job_id, claim.token, lease_s, ctx.checkpoints, url)
+    beat.start()
+    t0 = time.perf_counter()
+    try:
+        state, error = _run_task(claim, ctx)
+    except Interrupted as exc:
+        ctx.log(f"{exc}; checkpoint saved, handing the job back")
+        beat.stop()
+        return RELEASED if with_retries(lambda: _release(job_id, claim.token, url), what="release") else None
+    except LeaseLost as exc:
+        ctx.log(str(exc))
+        beat.stop()
+        return None
+    beat.stop()
     if state == "failed":
         ctx.metrics.clear()
         ctx.artifacts.clear()
-    return state if _finish(job_id, ctx, state, error, time.perf_counter() - t0, url) else None
+    seconds = time.perf_counter() - t0
+    wrote = with_retries(lambda: _finish(job_id, ctx, claim.token, state, error, seconds, url),
+                         what=f"job {job_id}: commit")
+    return state if wrote else None

@@ -1,15 +1,12 @@
-"""Turning a spec into a submission with its jobs (one transaction), and waiting for it."""
+"""Turning a spec into a submission with its jobs (one transaction)."""
 from __future__ import annotations
 
 import hashlib
-import time
-from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 
-from .db import FINAL_STATES, Job, Submission, make_artifact, session_scope, utcnow
+from .db import Job, Submission, make_artifact, session_scope, utcnow
 from .specs import Expanded, expand
 from .tasks import get_kind
 
@@ -26,8 +23,10 @@ def read_inputs(exp: Expanded) -> dict[str, bytes]:
     return out
 
 
-def create_submission(raw: dict, base_dir: Path | None = None, url: str | None = None) -> tuple[int, list[int]]:
-    """Validate ``raw``, then write the submission, its input files and all its jobs in one transaction.
+def create_submission(raw: dict, base_dir: Path | None = None, url: str | None = None,
+                      queue: str | None = None) -> tuple[int, list[int]]:
+    """Validate ``raw``, then write the submission, its input files and all its jobs in one transaction
+    (``queue``: the broker queue the jobs will be published on, None in embedded mode).
 
     The jobs go in as one bulk insert (multi-row INSERT ... RETURNING, in batches): a grid of 10,000 jobs
     is a handful of statements, not 10,000 ORM objects. Any failure rolls the whole submission back."""
@@ -49,36 +48,8 @@ def create_submission(raw: dict, base_dir: Path | None = None, url: str | None =
         s.flush()
         now = utcnow()
         rows = [{"submission_id": sub.id, "task": exp.task, "params": {k: swap(v) for k, v in p.items()},
-                 "state": "queued", "attempts": 0, "created_at": now, "max_attempts": exp.max_attempts}
-                for p in exp.jobs]
-        ids = s.scalars(insert(Job.__table__).returning(Job.__table__.c.id, sort_by_parameter_order=True), rows).all()
-        return sub.id, list(ids)
+                 "state": "queued", "attempts": 0, "created_at": now, "queue": queue, "queued_at": now,
+                 "max_attempts": exp.max_attempts} for p in exp.jobs]
+        jobs = Job.__table__
+        return sub.id, list(s.scalars(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows))
 
-
-def job_counts(submission_id: int, url: str | None = None) -> Counter:
-    with session_scope(url) as s:
-        rows = s.execute(select(Job.state, func.count()).where(Job.submission_id == submission_id)
-                         .group_by(Job.state)).all()
-    return Counter(dict(rows))
-
-
-def jobs_in_state(submission_id: int, states: Iterable[str], url: str | None = None) -> list[int]:
-    with session_scope(url) as s:
-        return list(s.scalars(select(Job.id).where(Job.submission_id == submission_id, Job.state.in_(list(states)))
-                              .order_by(Job.id)))
-
-
-def wait(submission_id: int, on_progress: Callable[[int, int], None], poll: float = 1.0,
-         timeout: float | None = None, url: str | None = None) -> Counter:
-    """Poll until every job of the submission is final; ``on_progress(done, total)`` after each poll."""
-    t0 = time.monotonic()
-    while True:
-        counts = job_counts(submission_id, url)
-        total = sum(counts.values())
-        done = sum(counts[s] for s in FINAL_STATES)
-        on_progress(done, total)
-        if done >= total:
-            return counts
-        if timeout is not None and time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"submission {submission_id}: {done}/{total} jobs final after {timeout:.0f} s")
-        time.sleep(poll)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import UserError
+from ..checkpoints import NO_CHECKPOINTS, Interrupted, rng_state, set_rng_state
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-momentum")
 EVAL_BATCH = 2000
@@ -89,8 +90,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EV
 
 
 def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], None] | None = None,
-          log_fn: Callable[[str], None] | None = None) -> History:
-    """Train ``model`` on ``data`` (x_train, y_train, x_test, y_test on the device) as ``cfg`` says."""
+          log_fn: Callable[[str], None] | None = None, ckpt=NO_CHECKPOINTS) -> History:
+    """Train ``model`` on ``data`` (x_train, y_train, x_test, y_test on the device) as ``cfg`` says.
+
+    ``ckpt`` (a job's ``Checkpoints``): resume from this training's last checkpoint (its finished epochs are
+    replayed through ``on_epoch``), save one every ``L335Q_CHECKPOINT_S`` at epoch ends, and on a stop request
+    save mid-epoch and raise ``Interrupted``. Resumed or not, the same seed gives the same numbers on a CPU."""
     say = log_fn or log.info
     device = torch.device(cfg.device)
     model.to(device)
@@ -100,19 +105,50 @@ def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], 
     x, y = data.x_train, data.y_train
     n = len(x)
     history = History()
+    stage = ckpt.stage()
+    order, offset, loss_sum = None, 0, None         # the epoch in progress (set when resuming mid-epoch)
+
+    def save(offset: int = 0) -> None:
+        stage.save(len(history.epochs), {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "shuffle": shuffle.get_state(),
+            "rng": rng_state(), "epochs": [asdict(e) for e in history.epochs], "diverged_at": history.diverged_at,
+            "order": order.cpu() if offset else None, "offset": offset,
+            "loss_sum": loss_sum.cpu() if offset else None})
+
+    saved = stage.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        shuffle.set_state(saved["shuffle"])
+        set_rng_state(saved["rng"])
+        history = History([Epoch(**e) for e in saved["epochs"]], saved["diverged_at"])
+        for e in history.epochs:
+            if on_epoch:
+                on_epoch(e)
+        if saved["offset"]:
+            order, offset, loss_sum = saved["order"].to(device), saved["offset"], saved["loss_sum"].to(device)
+        say(f"resumed from a checkpoint after {len(history.epochs)} epochs" + (f" + {offset} images" if offset else ""))
+        if history.diverged:
+            return history
     t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    first = len(history.epochs) + 1
+    for epoch in range(first, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for i in range(0, n, cfg.batch_size):
+        if order is None:
+            order = torch.randperm(n, generator=shuffle).to(device)
+            loss_sum = torch.zeros((), device=device)
+        for i in range(offset, n, cfg.batch_size):
+            if stage.stop_requested:
+                save(offset=i)
+                raise Interrupted(f"stopped in epoch {epoch} after {i} images")
             idx = order[i:i + cfg.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()               # checked once per epoch: no device sync per step
+        order, offset = None, 0
         if not math.isfinite(loss_sum.item()):
             history.diverged_at = epoch
             say(f"epoch {epoch}/{cfg.epochs}: training loss is not finite — diverged, training stopped")
@@ -127,8 +163,15 @@ def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], 
         history.epochs.append(stats)
         if on_epoch:
             on_epoch(stats)
+        stage.tick(epoch, cfg.epochs, "epoch")
+        if stage.due():
+            save()
+        if stage.stop_requested:
+            raise Interrupted(f"stopped after epoch {epoch}")
         elapsed = time.perf_counter() - t_start
-        eta = elapsed / epoch * (cfg.epochs - epoch)
+        eta = elapsed / (epoch - first + 1) * (cfg.epochs - epoch)
         say(f"epoch {epoch}/{cfg.epochs}: train acc {train_acc:.4f}, test acc {test_acc:.4f}, "
             f"loss {train_loss:.4f}/{test_loss:.4f}, {stats.seconds:.1f} s, ETA {eta:.0f} s")
+    if history.diverged and stage.due():
+        save()
     return history

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import UserError
+from ..checkpoints import NO_CHECKPOINTS, Interrupted
 from .encodings import ENCODINGS, encode, frequency_matrix
 from .models import ACTIVATIONS, INITIALISERS, OUTPUTS, BatchedMLP
 
@@ -26,6 +27,7 @@ LOSSES = ("mse", "l1", "huber")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 RENDER_PIXELS = 65_536            # pixels per forward pass when rendering or scoring
 CPU_BUDGET_BYTES = 3 * 2**30      # working memory assumed on a CPU device
+CHECK_EVERY = 50                  # steps between looks at the checkpoint clock and the stop flag
 
 
 @dataclass
@@ -179,15 +181,35 @@ class FitResult:
         return self.render(torch.from_numpy(grid(h, w).reshape(-1, 2))).reshape(len(self.seeds), h, w, 3).numpy()
 
 
-def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step):
+def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step, ckpt):
     torch_dev = torch.device(device)
     model = Field(cfg, seeds).to(torch_dev)
     opt = make_optimizer(cfg, model.parameters())
     S, N = len(seeds), coords.shape[0]
     coords_d, rgb_d = coords.to(torch_dev), rgb.to(torch_dev)
     gens = [torch.Generator().manual_seed(int(s) + 104_729) for s in seeds] if cfg.batch_pixels else []
-    sampled, losses = [], []
-    for step in range(cfg.steps):
+    sampled, losses, first = [], [], 0
+    stage = ckpt.stage()
+
+    def save(step: int) -> None:
+        stage.save(step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                          "gens": [g.get_state() for g in gens], "sampled": sampled,
+                          "losses": [t.cpu() for t in losses]})
+
+    saved = stage.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        for g, state in zip(gens, saved["gens"]):
+            g.set_state(state)
+        sampled, losses, first = list(saved["sampled"]), [t.to(torch_dev) for t in saved["losses"]], saved["step"]
+    for step in range(first, cfg.steps):
+        if step % CHECK_EVERY == 0 and step > first:
+            stage.tick(step, cfg.steps, "step")
+            if stage.due():
+                save(step)
+            if stage.stop_requested:
+                raise Interrupted(f"stopped at step {step} of {cfg.steps}")
         if cfg.batch_pixels and cfg.batch_pixels < N:
             idx = torch.stack([torch.randint(N, (cfg.batch_pixels,), generator=g) for g in gens]).to(torch_dev)
             pred = model(coords_d[idx])
@@ -204,6 +226,8 @@ def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step):
             losses.append(loss.detach())
             if on_step is not None:
                 on_step(step, loss.detach())
+    if first < cfg.steps and stage.due():
+        save(cfg.steps)
     curve = torch.stack(losses).T.double().cpu() if losses else torch.empty(S, 0)
     out = model.render(coords).clamp(0.0, 1.0)
     train = seed_psnr(out, rgb.expand(S, -1, -1))
@@ -216,13 +240,15 @@ def _fit_chunk(coords, rgb, cfg, seeds, device, evals, log_every, on_step):
 
 def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "cpu",
                evals: dict | None = None, log_every: int | None = None, on_step=None,
-               chunk: int | None = None) -> FitResult:
+               chunk: int | None = None, ckpt=NO_CHECKPOINTS) -> FitResult:
     """Fit S = len(seeds) fields to pixels (coords (N, 2) in [0, 1)², rgb (N, 3) in [0, 1]).
 
     evals: name -> (coords, rgb) scored after training (e.g. {"heldout": ...}). log_every: loss sampling
     interval in steps (default steps // 50). on_step(step, per-seed losses of the chunk) is called at sampled
     steps (once per chunk of seeds). The fitted fields stay on ``device`` for ``render`` (parameters only).
     chunk: seeds per batched model (default: as many as fit the device's memory).
+    ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
+    on a stop request, checked every ``CHECK_EVERY`` steps).
     """
     cfg.check()
     if not seeds:
@@ -238,7 +264,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     t0 = time.perf_counter()
     fields, train, scores, curves, bad, steps = [], [], {k: [] for k in evals}, [], [], []
     for i in range(0, len(seeds), chunk):
-        model, steps, curve, tr, sc, bd = _fit_chunk(coords, rgb, cfg, seeds[i:i + chunk], device, evals, log_every, on_step)
+        model, steps, curve, tr, sc, bd = _fit_chunk(coords, rgb, cfg, seeds[i:i + chunk], device, evals, log_every, on_step,
+                                                    ckpt)
         fields.append(model)
         train.append(tr)
         curves.append(curve)
@@ -260,11 +287,12 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
 
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",
-              log_every: int | None = None, on_step=None, chunk: int | None = None) -> FitResult:
+              log_every: int | None = None, on_step=None, chunk: int | None = None,
+              ckpt=NO_CHECKPOINTS) -> FitResult:
     """Fit an H x W x 3 image; with ``split="every-other"`` train on [::2, ::2] and score ``heldout`` on the rest."""
     from ..data.images import split_pixels
 
     (coords, rgb), heldout = split_pixels(img, split)
     evals = {"heldout": heldout} if heldout is not None else {}
     return fit_pixels(coords, rgb, cfg, seeds, device, evals=evals, log_every=log_every, on_step=on_step,
-                      chunk=chunk)
+                      chunk=chunk, ckpt=ckpt)

@@ -70,7 +70,8 @@ def run_model(name: str, params: dict, seed: int, data, ctx, many_seeds: bool = 
             ctx.metric(f"{prefix}{k}", getattr(e, k), seed=seed, step=e.epoch)
 
     ctx.log(f"seed {seed}: training {name} ({count_params(model):,} parameters) on {len(data.x_train):,} images")
-    history = train(model, data, cfg, on_epoch=record, log_fn=lambda m: ctx.log(f"seed {seed} {name}: {m}"))
+    history = train(model, data, cfg, on_epoch=record, log_fn=lambda m: ctx.log(f"seed {seed} {name}: {m}"),
+                    ckpt=ctx.checkpoints)
     if history.diverged:
         ctx.metric(f"{prefix}diverged_at", history.diverged_at, seed=seed)
         ctx.state = "diverged"

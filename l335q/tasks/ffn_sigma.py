@@ -52,7 +52,7 @@ def run(params: dict, ctx) -> None:
     seeds = params["seeds"]
     cfg, choice = resolve_sigma(img, field_config(params, encoding="gaussian"), params, SPLIT, ctx)
     ctx.log(f"{params['image']} σ={cfg.sigma:g}: {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, cfg, seeds, ctx.device, split=SPLIT)
+    result = fit_image(img, cfg, seeds, ctx.device, split=SPLIT, ckpt=ctx.checkpoints)
     seed_metrics(ctx, "train_psnr", seeds, result.train_psnr)
     seed_metrics(ctx, "heldout_psnr", seeds, result.heldout_psnr)
     if choice:

@@ -38,7 +38,7 @@ def run(params: dict, ctx) -> None:
     cfg, choice = resolve_sigma(img, field_config(params), params, split, ctx)
     ctx.log(f"depth {cfg.depth} width {cfg.width} {cfg.loss} {cfg.optimizer}: {len(seeds)} seeds on "
             f"{img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, cfg, seeds, ctx.device, split=split)
+    result = fit_image(img, cfg, seeds, ctx.device, split=split, ckpt=ctx.checkpoints)
     scored = result.heldout_psnr if split == "every-other" else result.train_psnr
     seed_metrics(ctx, "train_psnr", seeds, result.train_psnr)
     seed_metrics(ctx, "psnr", seeds, scored)

@@ -57,7 +57,7 @@ def run(params: dict, ctx) -> None:
     img = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
     seeds = params["seeds"]
     ctx.log(f"{params['initialiser']}: fitting {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, config(params), seeds, ctx.device)
+    result = fit_image(img, config(params), seeds, ctx.device, ckpt=ctx.checkpoints)
     for seed, value in zip(seeds, result.train_psnr):
         ctx.metric("psnr", math.nan if value is None else value, seed=seed)
     for i, seed in enumerate(seeds):

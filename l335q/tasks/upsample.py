@@ -51,7 +51,7 @@ def run(params: dict, ctx) -> None:
     h, w = low.shape[:2]
     cfg, choice = resolve_sigma(low, field_config(params), params, "all", ctx)
     ctx.log(f"{params['image']} x{K}: fitting {len(seeds)} seeds on the {w}x{h} copy (σ={cfg.sigma:g})")
-    result = fit_image(low, cfg, seeds, ctx.device, split="all")
+    result = fit_image(low, cfg, seeds, ctx.device, split="all", ckpt=ctx.checkpoints)
     dense = render_dense(result, h, w, K)
     for seed, up, diverged in zip(seeds, dense, result.diverged):
         for name, value in scores(up, original).items():
@@ -69,7 +69,7 @@ def run(params: dict, ctx) -> None:
                **({"auto_sigma": choice.as_dict()} if choice else {})}
     if params["store_upsampled"]:
         cfg_full, choice_full = resolve_sigma(original, field_config(params), params, "all", ctx)
-        full = fit_image(original, cfg_full, seeds[:1], ctx.device, split="all")
+        full = fit_image(original, cfg_full, seeds[:1], ctx.device, split="all", ckpt=ctx.checkpoints)
         H, W = original.shape[:2]
         ctx.artifact("upsampled", image_png(render_dense(full, H, W, K)[0]), seed=seeds[0],
                      meta={"sigma": cfg_full.sigma, "size": [W * K, H * K], "train_psnr": full.train_psnr[0]})

@@ -20,6 +20,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column('heartbeat_at', sa.DateTime(), nullable=True))
         batch.add_column(sa.Column('lease_s', sa.Float(), nullable=True))
         batch.add_column(sa.Column('queued_at', sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column('queue', sa.String(length=100), nullable=True))
         batch.add_column(sa.Column('max_attempts', sa.Integer(), nullable=True))
         batch.add_column(sa.Column('progress', sa.JSON(), nullable=True))
     op.create_table('checkpoints',
@@ -38,5 +39,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('checkpoints')
     with op.batch_alter_table('jobs') as batch:
-        for name in ('progress', 'max_attempts', 'queued_at', 'lease_s', 'heartbeat_at', 'claim'):
+        for name in ('progress', 'max_attempts', 'queue', 'queued_at', 'lease_s', 'heartbeat_at', 'claim'):
             batch.drop_column(name)

@@ -1,0 +1,160 @@
+"""Checkpoints, progress and stop requests: what a training engine needs to survive its worker.
+
+A job trains one or more models in a fixed order (cls-compare: FCN then CNN per seed; a field job: one
+batched model per chunk of seeds). Each such training is a **stage**, numbered in call order, so a job run
+again (a pure function of its params) meets its stages in the same order. An engine asks its job for the
+next stage and then, in its loop,
+
+    stage = ckpt.stage()
+    state = stage.load()                 # None, or the dict it saved last time: resume from there
+    ...
+    stage.tick(step, total, "epoch")     # progress, written with the lease
+    if stage.due() or at_the_end:        # every L335Q_CHECKPOINT_S seconds, or when a stop was requested
+        stage.save(step, state_dict)
+    if stage.stop_requested:             # SIGTERM (warm shutdown): after saving, hand the job back
+        raise Interrupted
+
+States are saved with ``torch.save`` into the ``checkpoints`` table and read back with
+``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists and dicts only. A save happens only
+while this process still holds the job's lease (its claim token); otherwise ``LeaseLost`` is raised, so a
+worker that lost its job to another one stops writing. ``NO_CHECKPOINTS`` does nothing (plain calls, tests).
+"""
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+from sqlalchemy import delete, select, update
+
+stop_event = threading.Event()     # set by the worker's SIGTERM handler: save, then hand the job back
+
+
+class Interrupted(Exception):
+    """The job saved its checkpoint and stopped because its worker is shutting down."""
+
+
+class LeaseLost(Exception):
+    """This process no longer holds the job (the reaper gave it to another worker): its work is discarded."""
+
+
+def dumps(state: dict) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def loads(data: bytes) -> dict:
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+class Stage:
+    def __init__(self, owner: "Checkpoints", number: int):
+        self.owner, self.number = owner, number
+
+    @property
+    def stop_requested(self) -> bool:
+        return stop_event.is_set()
+
+    def load(self) -> dict | None:
+        return self.owner.load(self.number)
+
+    def tick(self, done: int, total: int, unit: str) -> None:
+        self.owner.progress = {"stage": self.number, "done": int(done), "total": int(total), "unit": unit}
+
+    def due(self) -> bool:
+        return self.stop_requested or time.monotonic() - self.owner.last_save >= self.owner.every_s
+
+    def save(self, step: int, state: dict) -> None:
+        self.owner.save(self.number, step, state)
+
+
+class Checkpoints:
+    """A claimed job's checkpoints in the database (``token``: the claim this process holds)."""
+
+    def __init__(self, job_id: int, token: str, url: str | None, every_s: float):
+        self.job_id, self.token, self.url, self.every_s = job_id, token, url, every_s
+        self.last_save = time.monotonic()
+        self.progress: dict | None = None
+        self.saves = 0
+        self._next = 0
+
+    def stage(self) -> Stage:
+        self._next += 1
+        return Stage(self, self._next - 1)
+
+    def load(self, stage: int) -> dict | None:
+        from .db import Checkpoint, session_scope, with_retries
+
+        def read():
+            with session_scope(self.url) as s:
+                return s.scalar(select(Checkpoint.data).where(Checkpoint.job_id == self.job_id,
+                                                              Checkpoint.stage == stage))
+        data = with_retries(read, what=f"job {self.job_id}: reading its checkpoint")
+        return None if data is None else loads(data)
+
+    def save(self, stage: int, step: int, state: dict) -> None:
+        from .db import Checkpoint, Job, session_scope, utcnow, with_retries
+
+        data = dumps(state)
+
+        def write():
+            with session_scope(self.url) as s:
+                held = s.execute(update(Job).where(Job.id == self.job_id, Job.claim == self.token)
+                                 .values(heartbeat_at=utcnow())).rowcount
+                if not held:
+                    raise LeaseLost(f"job {self.job_id}: lease lost, checkpoint not written")
+                s.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.stage == stage))
+                s.add(Checkpoint(job_id=self.job_id, stage=stage, step=int(step), data=data))
+        with_retries(write, what=f"job {self.job_id}: writing its checkpoint")
+        self.last_save = time.monotonic()
+        self.saves += 1
+
+
+class _NoStage(Stage):
+    stop_requested = False
+
+    def __init__(self):
+        pass
+
+    def load(self):
+        return None
+
+    def tick(self, done, total, unit):
+        pass
+
+    def due(self):
+        return False
+
+    def save(self, step, state):
+        pass
+
+
+class _NoCheckpoints:
+    def stage(self) -> Stage:
+        return _NoStage()
+
+
+NO_CHECKPOINTS = _NoCheckpoints()
+
+
+def rng_state() -> dict:
+    """The global RNG states a training loop draws from (torch's CPU and, where used, CUDA generators)."""
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

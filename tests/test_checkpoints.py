@@ -1,0 +1,100 @@
+"""Checkpoints in one process: a job stopped mid-training hands itself back with a checkpoint, and run again it
+resumes and ends with exactly the numbers of the same job run without a stop (CPU, one thread).
+
+Worker processes killed for real (SIGKILL, SIGTERM) are in tests/test_faults.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from l335q.checkpoints import stop_event
+from l335q.db import Checkpoint, Job, Metric, session_scope
+from l335q.runner import RELEASED, execute_job
+from l335q.submit import create_submission
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+CLS = {"task": "cls-compare", "seeds": [3], "epochs": 3, "train_subset": 600, "test_subset": 300, "batch_size": 50,
+       "device": "cpu"}
+FIELD = {"task": "inr-init", "image": "sample:camera", "resolution": 12, "steps": 400, "depth": 3, "width": 24,
+         "initialiser": "default", "seeds": "0-2", "seed_group": 3, "device": "cpu"}
+
+
+def numbers(job_id: int) -> list[tuple]:
+    """Every metric of a job but wall-clock timings, in a fixed order."""
+    with session_scope() as s:
+        rows = s.execute(select(Metric.seed, Metric.step, Metric.name, Metric.value)
+                         .where(Metric.job_id == job_id)).all()
+    return sorted((tuple(r) for r in rows if not r[2].endswith("seconds")), key=lambda r: (r[2], r[0] or 0, r[1] or -1))
+
+
+def stop_when(job_id: int, done: int, unit_stage: int = 0) -> threading.Thread:
+    """Request a stop once the job reports progress ``done`` (epochs or steps) in its stage ``unit_stage``."""
+    def watch():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with session_scope() as s:
+                p = s.get(Job, job_id).progress
+            if p and (p["stage"] > unit_stage or (p["stage"] == unit_stage and p["done"] >= done)):
+                stop_event.set()
+                return
+            time.sleep(0.05)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("spec,stage,done", [(CLS, 1, 1), (FIELD, 0, 150)], ids=["classification", "field"])
+def test_stopped_and_resumed_equals_uninterrupted(spec, stage, done, monkeypatch):
+    monkeypatch.setenv("L335Q_LEASE_S", "0.3")           # progress reaches the row every 0.1 s
+    monkeypatch.setenv("L335Q_CHECKPOINT_S", "3600")     # no periodic save: the stop's own save is what resumes
+    _, (plain,) = create_submission(spec)
+    assert execute_job(plain) == "done"
+
+    _, (job_id,) = create_submission(spec)
+    watcher = stop_when(job_id, done, stage)
+    try:
+        assert execute_job(job_id) == RELEASED
+    finally:
+        stop_event.clear()
+        watcher.join(timeout=5)
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        assert (job.state, job.attempts, job.claim) == ("queued", 0, None)
+        saved = list(s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)))
+        assert saved and all(c.data for c in saved)
+        assert s.scalar(select(Metric.id).where(Metric.job_id == job_id).limit(1)) is None
+    assert execute_job(job_id) == "done"
+    with session_scope() as s:
+        assert s.get(Job, job_id).attempts == 1
+        assert list(s.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job_id))) == []   # deleted at the end
+    assert numbers(job_id) == numbers(plain)
+
+
+def test_a_finished_stage_is_not_trained_again(monkeypatch, caplog):
+    """With a checkpoint after every epoch, a stop during the CNN (stage 1) resumes the CNN; the FCN (stage 0)
+    is restored from its final checkpoint, its curve replayed, not retrained."""
+    monkeypatch.setenv("L335Q_LEASE_S", "0.3")
+    monkeypatch.setenv("L335Q_CHECKPOINT_S", "0")
+    _, (job_id,) = create_submission(CLS)
+    watcher = stop_when(job_id, 1, 1)
+    try:
+        assert execute_job(job_id) == RELEASED
+    finally:
+        stop_event.clear()
+        watcher.join(timeout=5)
+    with session_scope() as s:
+        steps = dict(s.execute(select(Checkpoint.stage, Checkpoint.step).where(Checkpoint.job_id == job_id)).all())
+    assert steps[0] == CLS["epochs"] and 1 <= steps[1] <= CLS["epochs"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="l335q.job"):
+        assert execute_job(job_id) == "done"
+    said = caplog.text
+    assert f"seed 3 fcn: resumed from a checkpoint after {CLS['epochs']} epochs" in said
+    assert "seed 3 fcn: epoch" not in said                   # no FCN epoch trained again
+    assert f"seed 3 cnn: epoch {CLS['epochs']}/{CLS['epochs']}" in said
+    assert {n for _, _, n, _ in numbers(job_id)} >= {"fcn/train_acc", "cnn/test_acc"}
