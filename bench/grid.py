@@ -5,6 +5,8 @@ Makes a fresh PostgreSQL database (dropped at the end), migrates it, and submits
   submit (core)     ``submit.create_submission``: the submission and all its jobs in one transaction
   enqueue           one Celery message per job onto a throwaway Redis queue (deleted afterwards)
   submit (CLI)      ``l335q submit`` in a fresh process, service mode, start-up and imports included
+  reap              one pass of ``service.reap`` with the 10,000 jobs queued past the grace period and their
+                    messages in the broker (what every worker runs every ``L335Q_REAP_S`` while a grid waits)
   status / results  ``l335q status ID`` and ``l335q results --task inr-init --submission ID --format json``,
                     in this process (click's runner, imports warm) and as a fresh process
 Before status and results are timed, every job is marked done and given the metric rows a finished
@@ -140,9 +142,15 @@ def main() -> None:
         out["submit_reference_orm_s"] = median_time(lambda: reference_submit(raw, url), a.repeat)
         from l335q.worker.app import app, enqueue
 
-        sub_id, job_ids = create_submission(raw, url=url)
+        sub_id, job_ids = create_submission(raw, url=url, queue=queue)
         enqueue(job_ids[:10], queue)                # warm-up: broker connection
         out["enqueue_s"], _ = timed(lambda: enqueue(job_ids, queue))
+        from l335q.service import reap
+
+        with session_scope(url) as s:               # everything else out of the way: only this grid is queued
+            s.execute(update(Job).where(Job.submission_id != sub_id).values(state="cancelled"))
+        out["reap_s"], reaped = timed(lambda: reap(url, grace_s=0.0))
+        assert not reaped.republished, "every message is in the broker: nothing to re-publish"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "grid.yaml"
             path.write_text(yaml.safe_dump(raw))

@@ -112,3 +112,16 @@ def test_results_read_each_metric_name_once_for_all_jobs(backend, request, tmp_p
     row = table.rows[0]
     assert (row["seeds"], row["psnr_min"], row["psnr_max"]) == (300, psnr[0], psnr[299])
     assert curves[7] == {7: [(0, 0.5), (19, 0.1)]}
+
+
+def test_enqueue_publishes_one_message_per_job_across_batches(service_env):
+    """2,500 ids (three pipeline batches): each id's message is in the queue exactly once."""
+    from l335q.worker.app import _redis, enqueue, queued_job_ids
+
+    queue, ids = service_env["L335Q_TEST_QUEUE"], list(range(1, 2_501))
+    try:
+        enqueue(ids, queue)
+        assert _redis().llen(queue) == len(ids)
+        assert queued_job_ids([queue]) == set(ids)
+    finally:
+        _redis().delete(queue)
