@@ -1,6 +1,7 @@
 """From the database to tables: what every task kind's ``results`` builds on.
 
-``SubmissionData`` holds a submission's jobs with their metrics (artifacts load on demand);
+``SubmissionData`` holds a submission's jobs; their metrics (one SELECT per metric name, see ``MetricStore``)
+and artifacts load on demand;
 ``Table`` is what a kind returns; ``render`` prints it as a table, CSV or JSON.
 Every table says how many seeds each number rests on and their spread (``seeds`` and ``*_sd`` columns).
 """
@@ -16,9 +17,31 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from .db import Artifact, Job, Submission, get_submission
+from .db import Artifact, Job, Metric, Submission, get_submission
+
+
+class MetricStore:
+    """A submission's metric rows, fetched one name at a time for all its jobs: the first ``rows(job, name)``
+    of a name runs one SELECT for that name over every job of the submission; later calls read the cache.
+    A table that needs only final values never reads the loss curves (tens of rows per job)."""
+
+    def __init__(self, session: Session, submission_id: int):
+        self.session, self.submission_id = session, submission_id
+        self.by_name: dict[str, dict[int, list[tuple[int | None, int | None, float | None]]]] = {}
+
+    def rows(self, job_id: int, name: str) -> list[tuple[int | None, int | None, float | None]]:
+        """(seed, step, value) of ``name`` in job ``job_id``, in the order they were written."""
+        if name not in self.by_name:
+            by_job: dict[int, list] = defaultdict(list)
+            q = (select(Metric.job_id, Metric.seed, Metric.step, Metric.value).join(Job, Job.id == Metric.job_id)
+                 .where(Job.submission_id == self.submission_id, Metric.name == name)
+                 .order_by(Metric.job_id, Metric.id))
+            for job, seed, step, value in self.session.connection().execute(q):
+                by_job[job].append((seed, step, value))
+            self.by_name[name] = by_job
+        return self.by_name[name].get(job_id, [])
 
 
 @dataclass
@@ -29,23 +52,29 @@ class JobData:
     seconds: float | None
     error: str | None
     result: dict | None
-    metrics: list[tuple[int | None, int | None, str, float | None]]   # (seed, step, name, value)
+    # the job's metrics: read on demand from the database (``load``), or given as (seed, step, name, value) rows
+    metrics: MetricStore | list[tuple[int | None, int | None, str, float | None]] = field(repr=False)
+
+    def rows(self, name: str) -> list[tuple[int | None, int | None, float | None]]:
+        """(seed, step, value) of every ``name`` metric of this job, in the order they were written."""
+        if isinstance(self.metrics, MetricStore):
+            return self.metrics.rows(self.id, name)
+        return [(seed, step, v) for seed, step, n, v in self.metrics if n == name]
 
     def final(self, name: str) -> dict[int, float | None]:
         """seed -> the value of ``name`` recorded without a step (or at the last step)."""
         out: dict[int, tuple[int, float | None]] = {}
-        for seed, step, n, v in self.metrics:
-            if n == name:
-                key = -1 if step is None else step
-                if seed not in out or key >= out[seed][0] or step is None:
-                    out[seed] = (10**9 if step is None else key, v)
+        for seed, step, v in self.rows(name):
+            key = -1 if step is None else step
+            if seed not in out or key >= out[seed][0] or step is None:
+                out[seed] = (10**9 if step is None else key, v)
         return {s: v for s, (_, v) in out.items()}
 
     def curve(self, name: str) -> dict[int, list[tuple[int, float | None]]]:
         """seed -> [(step, value), ...] sorted by step."""
         out: dict[int, list] = defaultdict(list)
-        for seed, step, n, v in self.metrics:
-            if n == name and step is not None:
+        for seed, step, v in self.rows(name):
+            if step is not None:
                 out[seed].append((step, v))
         return {s: sorted(c) for s, c in out.items()}
 
@@ -82,15 +111,18 @@ class SubmissionData:
 
 
 def load(session: Session, submission_id: int | None, task: str | None) -> SubmissionData:
-    """A submission's jobs with their metrics; stored files show by name (``input_names``) in spec and params."""
+    """A submission and its jobs (one SELECT, no ORM objects); stored files show by name (``input_names``) in
+    spec and params; metrics are read per name when a table asks for them (``MetricStore``), so ``session``
+    must stay open while the data are used."""
     sub: Submission = get_submission(session, submission_id, task)
-    jobs = session.scalars(select(Job).where(Job.submission_id == sub.id).options(selectinload(Job.metrics))
-                           .order_by(Job.id)).all()
+    store = MetricStore(session, sub.id)
     names = input_names(session, sub.id)
-    return SubmissionData(
-        id=sub.id, task=sub.task, title=sub.title, spec=named(sub.spec, names), session=session, names=names,
-        jobs=[JobData(j.id, named(j.params, names), j.state, j.seconds, j.error, j.result,
-                      [(m.seed, m.step, m.name, m.value) for m in j.metrics]) for j in jobs])
+    q = (select(Job.id, Job.params, Job.state, Job.seconds, Job.error, Job.result)
+         .where(Job.submission_id == sub.id).order_by(Job.id))
+    jobs = [JobData(id_, named(params, names), state, seconds, error, result, store)
+            for id_, params, state, seconds, error, result in session.connection().execute(q)]
+    return SubmissionData(id=sub.id, task=sub.task, title=sub.title, spec=named(sub.spec, names), session=session,
+                          names=names, jobs=jobs)
 
 
 # ----------------------------------------------------------------------------- names of stored files

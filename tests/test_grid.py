@@ -1,0 +1,127 @@
+"""Grids of 10,000 jobs: one bulk insert in one transaction, and results read without a query per job."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, insert, select, text
+
+from l335q.db import Artifact, Job, Metric, Submission, get_engine, session_scope, upgrade
+from l335q.results import load
+from l335q.specs import expand
+from l335q.submit import create_submission
+from l335q.tasks import get_kind
+
+from conftest import fresh_pg_database
+
+JOBS = 10_000
+FAIL_AT_SEED = 5_000
+REFUSE_ONE_SEED = f"""
+CREATE FUNCTION refuse_seed() RETURNS trigger AS $$
+BEGIN
+  IF (NEW.params -> 'seeds' ->> 0)::int = {FAIL_AT_SEED} THEN
+    RAISE EXCEPTION 'job with seed {FAIL_AT_SEED} refused by the test trigger';
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER refuse_seed BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_seed();
+"""
+
+
+def grid_spec(image: str, jobs: int = JOBS) -> dict:
+    return {"task": "inr-init", "image": image, "initialiser": "default", "seeds": f"0-{jobs - 1}", "seed_group": 1,
+            "max_attempts": 2, "device": "cpu"}
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    with session_scope(url) as s:
+        return tuple(s.scalar(select(func.count()).select_from(t)) for t in (Submission, Job, Artifact))
+
+
+def test_a_10000_job_submission_is_one_transaction(tmp_path):
+    """A database error at job 5,001 of 10,000 leaves nothing behind: no submission, no job, no stored input."""
+    image = tmp_path / "dusk.png"
+    Image.new("RGB", (16, 16), (200, 90, 40)).save(image)
+    raw = grid_spec(image.name)
+    with fresh_pg_database("l335q_grid") as url:
+        upgrade(url)
+        with get_engine(url).begin() as conn:
+            conn.execute(text(REFUSE_ONE_SEED))
+        with pytest.raises(Exception, match=f"seed {FAIL_AT_SEED} refused"):
+            create_submission(raw, tmp_path, url=url)
+        assert counts(url) == (0, 0, 0)
+        with get_engine(url).begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_seed ON jobs"))
+        sub_id, job_ids = create_submission(raw, tmp_path, url=url)
+        # the id sequence is not rolled back: the failed attempt really inserted its first 5,000 jobs
+        assert job_ids[0] > FAIL_AT_SEED
+        assert job_ids == sorted(job_ids) and len(job_ids) == JOBS
+        assert counts(url) == (1, JOBS, 1)
+        with session_scope(url) as s:
+            rows = s.execute(select(Job.id, Job.params, Job.state, Job.attempts, Job.max_attempts, Job.submission_id)
+                             .order_by(Job.id)).all()
+        ref = rows[0].params["image"]
+        expected = [{**p, "image": ref} for p in expand(raw, tmp_path).jobs]
+        assert ref.startswith("upload:")
+        assert [r.id for r in rows] == job_ids
+        assert [r.params for r in rows] == expected
+        assert {(r.state, r.attempts, r.max_attempts, r.submission_id) for r in rows} == {("queued", 0, 2, sub_id)}
+
+
+def test_bulk_insert_on_sqlite_keeps_job_order(tmp_path):
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    raw = grid_spec("sample:camera", 2_000)
+    sub_id, job_ids = create_submission(raw, url=url)
+    with session_scope(url) as s:
+        rows = s.execute(select(Job.id, Job.params).where(Job.submission_id == sub_id).order_by(Job.id)).all()
+    assert [r.id for r in rows] == job_ids
+    assert [r.params for r in rows] == expand(raw).jobs
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_results_read_each_metric_name_once_for_all_jobs(backend, request, tmp_path):
+    """``load`` + a kind's table: one SELECT for the jobs and one per metric name the table reads, whatever the
+    number of jobs; the values are the ones written (including the last of two values at the same step)."""
+    url = f"sqlite:///{tmp_path / 'r.db'}" if backend == "sqlite" else request.getfixturevalue("migrated_pg")
+    upgrade(url)
+    sub_id, job_ids = create_submission(grid_spec("sample:camera", 300), url=url)
+    psnr = {seed: 10.0 + seed / 10 for seed in range(300)}
+    with session_scope(url) as s:
+        s.execute(insert(Metric.__table__), [
+            {"job_id": j, "seed": seed, "step": step, "name": name, "value": value}
+            for j, seed in zip(job_ids, range(300))
+            for step, name, value in ((None, "psnr", psnr[seed]), (0, "loss", 0.5), (19, "loss", 0.1))])
+        s.execute(Job.__table__.update().where(Job.submission_id == sub_id).values(state="done"))
+    statements = []
+    engine = get_engine(url)
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    from sqlalchemy import event
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_scope(url) as s:
+            data = load(s, sub_id, None)
+            table = get_kind("inr-init").results(data)
+            curves = [j.curve("loss") for j in data.jobs]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    metric_selects = [q for q in statements if "FROM metrics" in q]
+    assert len(metric_selects) == 2, metric_selects           # psnr for the table, loss for the curves
+    assert len(statements) <= 6, statements                   # + the submission, the jobs (and ensure_schema)
+    row = table.rows[0]
+    assert (row["seeds"], row["psnr_min"], row["psnr_max"]) == (300, psnr[0], psnr[299])
+    assert curves[7] == {7: [(0, 0.5), (19, 0.1)]}
+
+
+def test_enqueue_publishes_one_message_per_job_across_batches(service_env):
+    """2,500 ids (three pipeline batches): each id's message is in the queue exactly once."""
+    from l335q.worker.app import _redis, enqueue, queued_job_ids
+
+    queue, ids = service_env["L335Q_TEST_QUEUE"], list(range(1, 2_501))
+    try:
+        enqueue(ids, queue)
+        assert _redis().llen(queue) == len(ids)
+        assert queued_job_ids([queue]) == set(ids)
+    finally:
+        _redis().delete(queue)
