@@ -22,9 +22,12 @@ import time
 
 MARK = 0.925
 
-# name -> CNNConfig fields; ``hidden`` is solved for the FCN's budget (classify.models.hidden_for_budget)
+# name -> CNNConfig fields over BASE (the CNN before this study: 32-64-128, 3x3 same, BatchNorm, a 2x2 max-pool
+# after every conv, dropout 0.3); ``hidden`` is solved for the FCN's budget (classify.models.hidden_for_budget)
+BASE = {"channels": (32, 64, 128), "kernels": (3, 3, 3), "same_padding": True, "pools": (2, 2, 2),
+        "batchnorm": True, "dropout": 0.3}
 CANDIDATES = {
-    "default": {},
+    "c32-64-128": {},
     "c64-128-256": {"channels": (64, 128, 256)},
     "c48-96-192": {"channels": (48, 96, 192)},
     "c64-128-128": {"channels": (64, 128, 128)},
@@ -33,15 +36,17 @@ CANDIDATES = {
     "c32-64-128-k533": {"kernels": (5, 3, 3)},
     "c64-128-256-d0.4": {"channels": (64, 128, 256), "dropout": 0.4},
     "c48-96-192-d0.4": {"channels": (48, 96, 192), "dropout": 0.4},
+    "c32-64-128-d0.4": {"dropout": 0.4},
+    "c32-64-128-d0.5": {"dropout": 0.5},
 }
 
 
 def config_of(name: str):
     from dataclasses import replace
 
-    from l335q.classify.models import DEFAULT_CNN, hidden_for_budget
+    from l335q.classify.models import CNNConfig, hidden_for_budget
 
-    cfg = replace(DEFAULT_CNN, **CANDIDATES[name])
+    cfg = CNNConfig(**{**BASE, **CANDIDATES[name]})
     return replace(cfg, hidden=hidden_for_budget(cfg))
 
 
@@ -102,7 +107,11 @@ def main() -> None:
         return
     from l335q.specs import parse_seeds
 
-    jobs = [(d, s, a.device, a.epochs, a.train_subset) for s in parse_seeds(a.seeds) for d in a.designs.split(",")]
+    # --designs NAME[:SEEDS],...: a design's own seeds where given, else --seeds
+    jobs = []
+    for item in a.designs.split(","):
+        name, _, seeds = item.partition(":")
+        jobs += [(name, s, a.device, a.epochs, a.train_subset) for s in parse_seeds(seeds or a.seeds)]
     t0, rows = time.perf_counter(), []
     with mp.get_context("spawn").Pool(a.procs) as pool:
         for row in pool.imap_unordered(one_run, jobs):

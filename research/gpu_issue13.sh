@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 if [ "${TINY:-0}" = 1 ]; then
-  CLS="--designs default,c64-64-128 --seeds 0 --epochs 1 --train-subset 256 --procs 2"
+  CLS="--designs c32-64-128,c64-64-128 --seeds 0 --epochs 1 --train-subset 256 --procs 2"
   FIT="--resolution 16 --steps 20"; MC_SEEDS=0-1; STD_SEEDS=0-1; MC_IMAGES="astronaut horse"; STD_IMAGES=astronaut
   AS="--resolutions 32 --steps 20 --seeds 2"; AS_A=sky; AS_B=grass; AS_C=horse
 else
@@ -27,21 +27,26 @@ else
   AS_B=clock,page,text,colorwheel,immunohistochemistry,hubble,retina,cell,microaneurysms,logo,horse
   AS_C=phantom,motorcycle,astronaut-face,coffee-cup,rocket-towers,hubble-corner,chelsea-face,ihc-corner,clock-motion,motorcycle-right
 fi
+# a second run can take other parts: CLS (cls_confirm.py arguments), MC_IMAGES / STD_IMAGES ("" skips), AS_PARTS
+CLS=${CLS_ARGS:-$CLS}; MC_IMAGES=${MC_IMAGES_OVERRIDE-$MC_IMAGES}; STD_IMAGES=${STD_IMAGES_OVERRIDE-$STD_IMAGES}
+STD_SEEDS=${STD_SEEDS_OVERRIDE:-$STD_SEEDS}; AS_PARTS=${AS_PARTS-A B C}
+DEADLINE=$(( $(date +%s) + LIMIT_S ))
+left() { echo $(( DEADLINE - $(date +%s) > 1 ? DEADLINE - $(date +%s) : 1 )); }
 paths() { local IFS=,; for n in $1; do printf '%s/%s.png,' "$IMAGES" "$n"; done | sed 's/,$//'; }
 
 (timeout "$LIMIT_S" $PY research/cls_confirm.py $CLS --device "$DEVICE" --out "$OUT/cls-confirm.jsonl" \
   > "$OUT/cls-confirm.log" 2>&1) &
 pids=($!)
 (for im in $MC_IMAGES; do
-   timeout "$LIMIT_S" $PY research/inr_init.py fit --device "$DEVICE" --image "$IMAGES/$im.png" $FIT --seeds $MC_SEEDS \
+   timeout "$(left)" $PY research/inr_init.py fit --device "$DEVICE" --image "$IMAGES/$im.png" $FIT --seeds $MC_SEEDS \
      --init mean-colour --out "$OUT/inr-init-fit.jsonl" || break
  done
  for im in $STD_IMAGES; do
-   timeout "$LIMIT_S" $PY research/inr_init.py fit --device "$DEVICE" --image "$IMAGES/$im.png" $FIT --seeds $STD_SEEDS \
+   timeout "$(left)" $PY research/inr_init.py fit --device "$DEVICE" --image "$IMAGES/$im.png" $FIT --seeds $STD_SEEDS \
      --init default,kaiming-normal,kaiming-uniform,xavier-normal,xavier-uniform --out "$OUT/inr-init-fit.jsonl" || break
  done) > "$OUT/inr-init.log" 2>&1 &
 pids+=($!)
-for part in A B C; do
+for part in $AS_PARTS; do
   eval list=\$AS_$part
   (timeout "$LIMIT_S" $PY research/autosigma_fidelity.py --images "$(paths "$list")" $AS --device "$DEVICE" \
      --max-seconds $((LIMIT_S - 60)) --out "$OUT/autosigma-fidelity.jsonl" > "$OUT/autosigma-$part.log" 2>&1) &
