@@ -2,8 +2,9 @@
 ONE batched run (the fields engine trains every seed of a batch exactly as alone), then commits each job's rows
 by its own claim.
 
-**Shape** (the pack key): the task kind and every param but ``seeds`` (a kind may define ``pack_key(params)``);
-only kinds with ``run_packed(list of params, list of contexts)`` pack. ``L335Q_PACK_MAX`` caps a pack's jobs
+**Shape** (the pack key): the task kind and every param but ``seeds`` (a kind may define ``pack_key(params)``;
+the field kinds keep ``sigma: auto`` jobs alone); only kinds with ``run_packed(list of params, list of contexts)``
+pack (``inr-init``, ``inr-arch``, ``ffn-sigma``): they fit ``all_seeds`` once and write each job's ``shares``. ``L335Q_PACK_MAX`` caps a pack's jobs
 (default 16; 1 turns packing off).
 
 **Which jobs** (``claim_packmates``, one short transaction after the first job's claim, same rules as a claim):
@@ -22,6 +23,11 @@ attempt not counted) and runs again from scratch; a lost worker's packed jobs ea
 reaper re-queues every one of them (after which they run alone: their attempt count is no longer 0). Packs
 are for small jobs, so the work lost is small; a job on its own keeps its checkpoints as before.
 
+**Same rows**: a job's share of a packed run is ``FitResult.pick`` of its seeds, written by the kind's own code,
+so a packed job writes the rows it writes alone: bit for bit on the CPU for the practical's ReLU network
+(``inr-init``), within float rounding where a sigmoid output or Fourier features are involved (some elementwise
+kernels round a member differently at another offset in the batched tensor; seed groups already do the same).
+
 **Failure**: an error in the packed run fails every job of the pack with that error (the jobs share their
 shape, so a deterministic error is what each would have met alone).
 """
@@ -39,15 +45,18 @@ from .tasks import get_kind
 WINDOW = 8          # queued rows looked at (and briefly locked) per job a pack may still take
 
 
+def same_but_seeds(params: dict) -> str:
+    """The default pack key: every param but ``seeds``."""
+    return json.dumps({k: v for k, v in params.items() if k != "seeds"}, sort_keys=True, default=str)
+
+
 def pack_key(task: str, params: dict) -> str | None:
-    """The shape of a job: None when its kind does not pack; jobs with equal keys can share one batched run."""
+    """The shape of a job of ``task``: None when it does not pack; jobs of one task with equal keys can share one
+    batched run. A kind's own ``pack_key(params)`` (None: this job runs alone) replaces ``same_but_seeds``."""
     kind = get_kind(task)
     if not hasattr(kind, "run_packed"):
         return None
-    if hasattr(kind, "pack_key"):
-        return kind.pack_key(params)
-    return json.dumps({"task": task, **{k: v for k, v in params.items() if k != "seeds"}}, sort_keys=True,
-                      default=str)
+    return getattr(kind, "pack_key", same_but_seeds)(params)
 
 
 def _packmates(job_id: int, claim, worker: str, lease_s: float, url: str | None, limit: int) -> dict:
@@ -84,12 +93,17 @@ def run_packed(task: str, params: list[dict], ctxs: list) -> None:
         ctx.summary = {**(ctx.summary or {}), "packed": {"jobs": len(ctxs), "first_job": ctxs[0].job_id}}
 
 
-def seed_slices(params: list[dict]) -> list[slice]:
-    """Where each job's seeds lie in the union of the pack's seeds (job order, seeds in each job's order)."""
+def all_seeds(jobs: list[dict]) -> list[int]:
+    """The seeds of a pack's batched run: every job's seeds, in job order."""
+    return [seed for p in jobs for seed in p["seeds"]]
+
+
+def shares(jobs: list[dict], ctxs: list, result) -> list[tuple]:
+    """(params, context, that job's ``FitResult``) for every job of a fit of ``all_seeds(jobs)``."""
     out, at = [], 0
-    for p in params:
-        out.append(slice(at, at + len(p["seeds"])))
-        at += len(p["seeds"])
+    for params, ctx in zip(jobs, ctxs):
+        out.append((params, ctx, result.pick(slice(at, at + len(params["seeds"])))))
+        at += len(params["seeds"])
     return out
 
 

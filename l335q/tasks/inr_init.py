@@ -31,7 +31,7 @@ from ..fields.jobs import varying
 from ..fields.models import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
 from ..optim import OPTIMIZERS
-from ..packing import seed_slices
+from ..packing import all_seeds, shares
 from ..plots import figure, image_png, png_array, save
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
@@ -68,29 +68,26 @@ def run_packed(jobs: list[dict], ctxs: list) -> None:
     their seeds as ONE batched fit; each job's context gets the rows and images of its own seeds."""
     params, first = jobs[0], ctxs[0]
     img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
-    seeds = [s for p in jobs for s in p["seeds"]]
+    seeds = all_seeds(jobs)
     first.log(f"{params['initialiser']}: fitting {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
     result = fit_image(img, config(params), seeds, first.device, ckpt=first.checkpoints)
-    images = result.render_image(*img.shape[:2]) if any(v is not None for v in result.train_psnr) else None
-    for part, ctx in zip(seed_slices(jobs), ctxs):
-        _write(result, part, images, ctx)
+    for params, ctx, own in shares(jobs, ctxs, result):
+        _write(params["seeds"], own, img, ctx)
 
 
-def _write(result, part: slice, images, ctx) -> None:
-    """The metrics, images, state and summary of the job whose seeds are members ``part`` of ``result``."""
-    seeds = result.seeds[part]
-    members = range(len(result.seeds))[part]
-    for seed, i in zip(seeds, members):
-        value = result.train_psnr[i]
+def _write(seeds: list[int], result, img, ctx) -> None:
+    for seed, value in zip(seeds, result.train_psnr):
         ctx.metric("psnr", math.nan if value is None else value, seed=seed)
-    for seed, i in zip(seeds, members):
+    for i, seed in enumerate(seeds):
         for step, loss in zip(result.loss_steps, result.loss_curve[i]):
             ctx.metric("loss", math.nan if loss is None else loss, seed=seed, step=step)
-    scored = [(result.train_psnr[i], s, i) for s, i in zip(seeds, members) if result.train_psnr[i] is not None]
+    scored = [(v, s, i) for i, (s, v) in enumerate(zip(seeds, result.train_psnr)) if v is not None]
     if scored:
+        h, w = img.shape[:2]
+        images = result.render_image(h, w)
         for name, (value, seed, i) in (("recon:worst", min(scored)), ("recon:best", max(scored))):
             ctx.artifact(name, image_png(images[i]), seed=seed, meta={"psnr": value})
-    diverged = [s for s, i in zip(seeds, members) if result.diverged[i]]
+    diverged = [s for s, d in zip(seeds, result.diverged) if d]
     if diverged:
         ctx.state = "diverged"
     ctx.summary = {"seconds": round(result.seconds, 3), "seeds_at_once": result.chunk, "device": ctx.device,
