@@ -37,6 +37,7 @@ import json
 
 from sqlalchemy import exists, select
 
+from . import UserError
 from .checkpoints import Stage
 from .config import pack_max
 from .db import Checkpoint, Job, session_scope, utcnow, with_retries
@@ -53,7 +54,10 @@ def same_but_seeds(params: dict) -> str:
 def pack_key(task: str, params: dict) -> str | None:
     """The shape of a job of ``task``: None when it does not pack; jobs of one task with equal keys can share one
     batched run. A kind's own ``pack_key(params)`` (None: this job runs alone) replaces ``same_but_seeds``."""
-    kind = get_kind(task)
+    try:
+        kind = get_kind(task)
+    except UserError:           # a kind this worker lacks: the job's own run records the error
+        return None
     if not hasattr(kind, "run_packed"):
         return None
     return getattr(kind, "pack_key", same_but_seeds)(params)
