@@ -18,14 +18,13 @@ States are saved with ``torch.save`` into the ``checkpoints`` table and read bac
 ``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists and dicts only. A save happens only
 while this process still holds the job's lease (its claim token); otherwise ``LeaseLost`` is raised, so a
 worker that lost its job to another one stops writing. ``NO_CHECKPOINTS`` does nothing (plain calls, tests).
+SQLAlchemy is imported only when a checkpoint is read or written: the engines run without it.
 """
 from __future__ import annotations
 
 import io
 import threading
 import time
-
-from sqlalchemy import delete, select, update
 
 stop_event = threading.Event()     # set by the worker's SIGTERM handler: save, then hand the job back
 
@@ -88,6 +87,8 @@ class Checkpoints:
         return Stage(self, self._next - 1)
 
     def load(self, stage: int) -> dict | None:
+        from sqlalchemy import select
+
         from .db import Checkpoint, session_scope, with_retries
 
         def read():
@@ -98,6 +99,8 @@ class Checkpoints:
         return None if data is None else loads(data)
 
     def save(self, stage: int, step: int, state: dict) -> None:
+        from sqlalchemy import delete, update
+
         from .db import Checkpoint, Job, session_scope, utcnow, with_retries
 
         data = dumps(state)

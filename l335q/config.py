@@ -75,3 +75,9 @@ def checkpoint_seconds() -> float:
 def max_attempts() -> int:
     """``L335Q_MAX_ATTEMPTS``: worker losses a job survives unless its spec says ``max_attempts`` (default 3)."""
     return max(1, int(_seconds("L335Q_MAX_ATTEMPTS", 3)))
+
+
+def pack_max() -> int:
+    """``L335Q_PACK_MAX``: a worker runs up to this many queued jobs of one shape as one batched run (task kinds
+    with ``run_packed``; see ``l335q.packing``); 1 turns packing off (default 16)."""
+    return max(1, int(_seconds("L335Q_PACK_MAX", 16)))

@@ -13,6 +13,9 @@ of one delivery of a job on a worker (or in-process in embedded mode):
 A worker asked to stop (SIGTERM) saves a checkpoint and hands the job back (``released``: queued again, the
 attempt not counted). A worker that dies leaves the lease to expire; the reaper (``l335q.service.reap``)
 re-queues the job and it resumes from its last checkpoint.
+**Packs** (``l335q.packing``): right after step 1, a job of a kind that packs also claims queued jobs of its
+shape, each with its own claim token and lease (one heartbeat renews them all); step 2 runs them as one
+batched run, not checkpointed; step 3 commits each job by its own claim; a stop hands every one of them back.
 """
 from __future__ import annotations
 
@@ -115,6 +118,18 @@ class Claim:
     submission_id: int
     token: str
     resumed: bool
+    attempt: int = 1            # this claim's attempt (1: no worker was lost on the job before)
+    queue: str | None = None    # the broker queue the job was published on
+
+
+def take(s, job: Job, worker: str, lease_s: float, now) -> Claim:
+    """Take a locked, claimable job in session ``s``: ``running``, a fresh claim token, its lease starts."""
+    token = uuid.uuid4().hex
+    job.state, job.worker, job.started_at, job.claim = "running", worker, now, token
+    job.heartbeat_at, job.lease_s, job.progress = now, lease_s, None
+    job.attempts += 1
+    resumed = s.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id).limit(1)) is not None
+    return Claim(job.task, dict(job.params), job.submission_id, token, resumed, job.attempts, job.queue)
 
 
 def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim | None:
@@ -130,21 +145,17 @@ def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim |
                 return None
             if worker_lost(job, now) == "failed":
                 return None
-        token = uuid.uuid4().hex
-        job.state, job.worker, job.started_at, job.claim = "running", worker, now, token
-        job.heartbeat_at, job.lease_s, job.progress = now, lease_s, None
-        job.attempts += 1
-        resumed = s.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job_id).limit(1)) is not None
-        return Claim(job.task, dict(job.params), job.submission_id, token, resumed)
+        return take(s, job, worker, lease_s, now)
 
 
 class Heartbeat(threading.Thread):
-    """Renews a claimed job's lease (and writes its progress) every lease / 3 seconds until stopped.
-    A database that is briefly away is retried at the next beat; a lost claim sets ``lost``."""
+    """Renews the leases of claimed jobs ({job id: claim token}: one job, or a pack) and writes their progress,
+    every lease / 3 seconds until stopped. A database that is briefly away is retried at the next beat; a job
+    whose claim is lost is dropped from the beat, and ``lost`` is set once no job is held any more."""
 
-    def __init__(self, job_id: int, token: str, lease_s: float, ckpt, url: str | None):
-        super().__init__(daemon=True, name=f"l335q-lease-{job_id}")
-        self.job_id, self.token, self.lease_s, self.ckpt, self.url = job_id, token, lease_s, ckpt, url
+    def __init__(self, holds: dict[int, str], lease_s: float, ckpt, url: str | None):
+        super().__init__(daemon=True, name=f"l335q-lease-{min(holds)}")
+        self.holds, self.lease_s, self.ckpt, self.url = dict(holds), lease_s, ckpt, url
         self.done = threading.Event()
         self.lost = False
 
@@ -152,15 +163,18 @@ class Heartbeat(threading.Thread):
         while not self.done.wait(self.lease_s / 3):
             try:
                 with session_scope(self.url) as s:
-                    held = s.execute(update(Job).where(Job.id == self.job_id, Job.claim == self.token)
-                                     .values(heartbeat_at=utcnow(), progress=getattr(self.ckpt, "progress", None))
-                                     ).rowcount
-                if not held:
+                    progress, now = getattr(self.ckpt, "progress", None), utcnow()
+                    gone = [job_id for job_id, token in self.holds.items()
+                            if not s.execute(update(Job).where(Job.id == job_id, Job.claim == token)
+                                             .values(heartbeat_at=now, progress=progress)).rowcount]
+                for job_id in gone:
+                    log.warning("job %d: this worker no longer holds it", job_id)
+                    del self.holds[job_id]
+                if not self.holds:
                     self.lost = True
-                    log.warning("job %d: this worker no longer holds it", self.job_id)
                     return
             except Exception as exc:   # the database restarting: the next beat tries again
-                log.warning("job %d: lease not renewed (%s)", self.job_id, str(exc).splitlines()[0])
+                log.warning("jobs %s: lease not renewed (%s)", sorted(self.holds), str(exc).splitlines()[0])
 
     def stop(self) -> None:
         self.done.set()
@@ -207,26 +221,41 @@ def mark_failed(job_id: int, error: str, url: str | None = None) -> None:
         log.exception("job %d: could not record its failure", job_id)
 
 
-def _run_task(claim: Claim, ctx: JobContext) -> tuple[str, str | None]:
+def _run_task(run, ctxs: list[JobContext]) -> str | None:
+    """``run()`` with every context's device resolved; the error to record when it failed, None when it ran."""
     try:
-        ctx.device = resolve_device(ctx.device)
-        get_kind(claim.task).run(claim.params, ctx)
-        return ctx.state, None
+        for ctx in ctxs:
+            ctx.device = resolve_device(ctx.device)
+        run()
+        return None
     except (Interrupted, LeaseLost):
         raise
     except UserError as exc:
-        return "failed", str(exc)
+        return str(exc)
     except Exception:
-        log.exception("job %d failed", ctx.job_id)
-        return "failed", traceback.format_exc(limit=8)
+        log.exception("job %s failed", ", ".join(str(c.job_id) for c in ctxs))
+        return traceback.format_exc(limit=8)
 
 
-def execute_job(job_id: int, worker: str | None = None, url: str | None = None) -> str | None:
-    """Claim, run and commit one job. Returns the final state written, ``RELEASED`` when the job was handed back
-    after a stop request, or None when nothing was done (final already, held by a live worker, lease lost)."""
+def _commit(job_id: int, ctx: JobContext, token: str, error: str | None, seconds: float, url: str) -> str | None:
+    """Write one job's outcome by its claim: the state written, or None when the claim was lost."""
+    state = "failed" if error is not None else ctx.state
+    if state == "failed":
+        ctx.metrics.clear()
+        ctx.artifacts.clear()
+    wrote = with_retries(lambda: _finish(job_id, ctx, token, state, error, seconds, url), what=f"job {job_id}: commit")
+    return state if wrote else None
+
+
+def execute_job(job_id: int, worker: str | None = None, url: str | None = None,
+                released: list[int] | None = None) -> str | None:
+    """Claim, run and commit one job, packed with queued jobs of its shape where its kind allows (``packing``).
+    Returns the final state written for ``job_id``, ``RELEASED`` when it was handed back after a stop request,
+    or None when nothing was done (final already, held by a live worker, lease lost). ``released`` (a list)
+    gets the ids of every job handed back (a pack hands all its jobs back): publish them again."""
     from .checkpoints import Checkpoints
-
     from .config import database_url
+    from .packing import Unsaved, claim_packmates, run_packed
 
     worker = worker or socket.gethostname()
     url = url or database_url()      # one database for the whole job (its lease thread included)
@@ -234,29 +263,40 @@ def execute_job(job_id: int, worker: str | None = None, url: str | None = None) 
     claim = with_retries(lambda: _claim(job_id, worker, lease_s, url), what=f"job {job_id}: claim")
     if claim is None:
         return None
-    ctx = JobContext(job_id=job_id, submission_id=claim.submission_id, device=claim.params.get("device", "auto"),
-                     url=url)
-    ctx.checkpoints = Checkpoints(job_id, claim.token, url, checkpoint_seconds())
-    if claim.resumed:
-        ctx.log("resuming from its checkpoint")
-    beat = Heartbeat(job_id, claim.token, lease_s, ctx.checkpoints, url)
+    claims = {job_id: claim, **claim_packmates(job_id, claim, worker, lease_s, url)}
+    ctxs = {i: JobContext(job_id=i, submission_id=c.submission_id, device=c.params.get("device", "auto"), url=url)
+            for i, c in claims.items()}
+    ctx = ctxs[job_id]
+    if len(claims) > 1:
+        ctx.log(f"packed with jobs {sorted(claims)[:20]} ({len(claims)} jobs, one batched run, not checkpointed)")
+        ckpt = Unsaved()
+        run = lambda: run_packed(claim.task, [c.params for c in claims.values()], list(ctxs.values()))  # noqa: E731
+    else:
+        ckpt = Checkpoints(job_id, claim.token, url, checkpoint_seconds())
+        run = lambda: get_kind(claim.task).run(claim.params, ctx)                                    # noqa: E731
+        if claim.resumed:
+            ctx.log("resuming from its checkpoint")
+    for c in ctxs.values():
+        c.checkpoints = ckpt
+    beat = Heartbeat({i: c.token for i, c in claims.items()}, lease_s, ckpt, url)
     beat.start()
     t0 = time.perf_counter()
     try:
-        state, error = _run_task(claim, ctx)
+        error = _run_task(run, list(ctxs.values()))
     except Interrupted as exc:
-        ctx.log(f"{exc}; checkpoint saved, handing the job back")
+        ctx.log(f"{exc}; checkpoint saved, handing the job back" if len(claims) == 1 else
+                f"{exc}; handing back the {len(claims)} jobs of its pack")
         beat.stop()
-        return RELEASED if with_retries(lambda: _release(job_id, claim.token, url), what="release") else None
+        back = [i for i, c in claims.items()
+                if with_retries(lambda i=i, c=c: _release(i, c.token, url), what=f"job {i}: release")]
+        if released is not None:
+            released.extend(back)
+        return RELEASED if job_id in back else None
     except LeaseLost as exc:
         ctx.log(str(exc))
         beat.stop()
         return None
     beat.stop()
-    if state == "failed":
-        ctx.metrics.clear()
-        ctx.artifacts.clear()
     seconds = time.perf_counter() - t0
-    wrote = with_retries(lambda: _finish(job_id, ctx, claim.token, state, error, seconds, url),
-                         what=f"job {job_id}: commit")
-    return state if wrote else None
+    states = {i: _commit(i, ctxs[i], c.token, error, seconds, url) for i, c in claims.items()}
+    return states[job_id]

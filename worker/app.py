@@ -27,7 +27,7 @@ from celery.signals import task_postrun, task_prerun, worker_process_init, worke
 from l335q import UserError
 from l335q.config import broker_url, reap_seconds, redact
 from l335q.db import after_fork
-from l335q.runner import RELEASED, execute_job
+from l335q.runner import execute_job
 from l335q.service import QUEUE
 
 log = logging.getLogger("l335q.worker")
@@ -49,11 +49,13 @@ app.conf.update(
 
 @app.task(name="l335q.run_job", bind=True)
 def run_job(self, job_id: int) -> str | None:
-    """Run one job. A job handed back by a stopping worker is published again for another one. Whatever
-    escapes (the database away for longer than the retries) leaves the job to its lease and the reaper."""
-    state = execute_job(int(job_id), worker=self.request.hostname)
-    if state == RELEASED:
-        enqueue([int(job_id)], self.request.delivery_info.get("routing_key") or QUEUE)
+    """Run one job (with the queued jobs of its shape it packs, see ``l335q.packing``). Jobs handed back by a
+    stopping worker (the job, or every job of its pack) are published again for another one. Whatever escapes
+    (the database away for longer than the retries) leaves the jobs to their leases and the reaper."""
+    released: list[int] = []
+    state = execute_job(int(job_id), worker=self.request.hostname, released=released)
+    if released:
+        enqueue(released, self.request.delivery_info.get("routing_key") or QUEUE)
     return state
 
 

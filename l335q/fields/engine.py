@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -124,6 +124,24 @@ class FitResult:
     @property
     def heldout_psnr(self) -> list[float | None] | None:
         return self.eval_psnr.get("heldout")
+
+    def pick(self, part: slice) -> "FitResult":
+        """Members ``part`` (a slice of ``seeds``) as a result of their own, equal to a fit of just those seeds
+        (every member trains as alone): one job's share of a packed run (``l335q.packing``)."""
+        idx = list(range(len(self.seeds)))[part]
+        fields, start = [], 0
+        for f in self.fields:
+            n = len(f.mlp.seeds)
+            keep = [i - start for i in idx if start <= i < start + n]
+            if keep:
+                fields.append(f if len(keep) == n else f.members(keep))
+            start += n
+
+        def own(values: list) -> list:
+            return [values[i] for i in idx]
+        return replace(self, seeds=own(self.seeds), train_psnr=own(self.train_psnr),
+                       eval_psnr={k: own(v) for k, v in self.eval_psnr.items()}, loss_curve=own(self.loss_curve),
+                       diverged=own(self.diverged), fields=fields, steps_run=own(self.steps_run) if self.steps_run else [])
 
     def render(self, coords) -> torch.Tensor:
         """Colours at any coordinates (N, 2) in [0, 1)²: (S, N, 3) on the CPU, clamped to [0, 1]."""

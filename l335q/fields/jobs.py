@@ -1,5 +1,5 @@
 """What the neural-field task kinds ``inr-arch``, ``ffn-sigma`` and ``upsample`` share: their spec keys,
-the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, and per-seed metrics."""
+the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, per-seed metrics, and the pack key."""
 from __future__ import annotations
 
 import math
@@ -62,6 +62,14 @@ def resolve_sigma(img, cfg: FieldConfig, params: dict, split: str, ctx) -> tuple
     choice = auto_sigma(img, cfg, split, seed=params["seeds"][0], device=ctx.device, log=ctx.log)
     ctx.log(choice.text())
     return replace(cfg, sigma=choice.sigma), choice
+
+
+def pack_key(params: dict) -> str | None:
+    """A field job's shape for packing (``l335q.packing``): every param but the seeds; None (runs alone) with
+    ``sigma: auto``, whose σ is chosen from the job's own first seed."""
+    from ..packing import same_but_seeds
+
+    return None if params.get("sigma") == "auto" else same_but_seeds(params)
 
 
 def seed_metrics(ctx, name: str, seeds: list[int], values: list[float | None]) -> None:

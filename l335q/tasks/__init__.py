@@ -13,6 +13,9 @@ The contract of a kind module (tests/test_tasks.py walks ``KINDS`` and checks it
   results(data) -> Table        data: results.SubmissionData; one row per cell of finished jobs, with summary lines
                                 computed from the rows; every row key is a column or a declared JSON-only detail
   plot(data, out, **options)    a matplotlib figure written to ``out``
+  run_packed(jobs, ctxs)        optional: jobs of one shape (params equal but ``seeds``) as one batched run, each
+                                context getting what ``run`` writes for its job (``l335q.packing``); a kind with
+                                it is packed by workers, and may define pack_key(params) -> str | None (None: alone)
   read_input(path) -> bytes     optional, submit time: the bytes of a file a ``file=True`` key names, after
                                 validating them (without it: the file's bytes as they are)
 A module without SCHEMA is a view (``cls-features``): ``results``/``plot`` over other kinds' jobs, no ``run``;

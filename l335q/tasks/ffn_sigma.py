@@ -17,8 +17,9 @@ import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.engine import fit_image
-from ..fields.jobs import field_config, field_keys, resolve_sigma, seed_metrics
+from ..fields.jobs import field_config, field_keys, pack_key, resolve_sigma, seed_metrics  # noqa: F401
 from ..fields.summary import training_text
+from ..packing import all_seeds, shares
 from ..plots import band, figure, image_png, png_array, save
 from ..results import SubmissionData, Table, gap_se, group_jobs, mean, sd, unfinished_note
 from ..specs import Key, Schema
@@ -48,11 +49,23 @@ SCHEMA = Schema(keys=SCHEMA_KEYS, seeds_per_job=None, prepare=add_auto)
 
 
 def run(params: dict, ctx) -> None:
-    img = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
-    seeds = params["seeds"]
-    cfg, choice = resolve_sigma(img, field_config(params, encoding="gaussian"), params, SPLIT, ctx)
-    ctx.log(f"{params['image']} σ={cfg.sigma:g}: {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, cfg, seeds, ctx.device, split=SPLIT, ckpt=ctx.checkpoints)
+    run_packed([params], [ctx])
+
+
+def run_packed(jobs: list[dict], ctxs: list) -> None:
+    """Jobs whose params differ only in ``seeds`` (one job, or a worker's pack: ``l335q.packing``; σ auto jobs
+    run alone) as ONE batched fit; each job's context gets what it would have written alone."""
+    params, first = jobs[0], ctxs[0]
+    img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
+    seeds = all_seeds(jobs)
+    cfg, choice = resolve_sigma(img, field_config(params, encoding="gaussian"), params, SPLIT, first)
+    first.log(f"{params['image']} σ={cfg.sigma:g}: {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
+    result = fit_image(img, cfg, seeds, first.device, split=SPLIT, ckpt=first.checkpoints)
+    for params, ctx, own in shares(jobs, ctxs, result):
+        _write(params["seeds"], own, img, cfg, choice, ctx)
+
+
+def _write(seeds: list[int], result, img, cfg, choice, ctx) -> None:
     seed_metrics(ctx, "train_psnr", seeds, result.train_psnr)
     seed_metrics(ctx, "heldout_psnr", seeds, result.heldout_psnr)
     if choice:

@@ -17,8 +17,10 @@ import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.engine import fit_image
-from ..fields.jobs import check_auto, field_config, field_keys, resolve_sigma, seed_metrics, varying
+from ..fields.jobs import (check_auto, field_config, field_keys, pack_key, resolve_sigma,  # noqa: F401
+                           seed_metrics, varying)
 from ..fields.summary import consistency
+from ..packing import all_seeds, shares
 from ..plots import figure, image_png, save
 from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
 from ..specs import Schema
@@ -33,12 +35,25 @@ SCHEMA = Schema(keys=field_keys(depth=[2, 4], width=[64, 256], loss=["mse", "l1"
 
 
 def run(params: dict, ctx) -> None:
-    img = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
+    run_packed([params], [ctx])
+
+
+def run_packed(jobs: list[dict], ctxs: list) -> None:
+    """Jobs whose params differ only in ``seeds`` (one job, or a worker's pack: ``l335q.packing``; σ auto jobs
+    run alone) as ONE batched fit; each job's context gets what it would have written alone."""
+    params, first = jobs[0], ctxs[0]
+    img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
+    seeds, split = all_seeds(jobs), params["split"]
+    cfg, choice = resolve_sigma(img, field_config(params), params, split, first)
+    first.log(f"depth {cfg.depth} width {cfg.width} {cfg.loss} {cfg.optimizer}: {len(seeds)} seeds on "
+              f"{img.shape[1]}x{img.shape[0]} pixels")
+    result = fit_image(img, cfg, seeds, first.device, split=split, ckpt=first.checkpoints)
+    for params, ctx, own in shares(jobs, ctxs, result):
+        _write(params, own, img, cfg, choice, ctx)
+
+
+def _write(params: dict, result, img, cfg, choice, ctx) -> None:
     seeds, split = params["seeds"], params["split"]
-    cfg, choice = resolve_sigma(img, field_config(params), params, split, ctx)
-    ctx.log(f"depth {cfg.depth} width {cfg.width} {cfg.loss} {cfg.optimizer}: {len(seeds)} seeds on "
-            f"{img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, cfg, seeds, ctx.device, split=split, ckpt=ctx.checkpoints)
     scored = result.heldout_psnr if split == "every-other" else result.train_psnr
     seed_metrics(ctx, "train_psnr", seeds, result.train_psnr)
     seed_metrics(ctx, "psnr", seeds, scored)

@@ -31,6 +31,7 @@ from ..fields.jobs import varying
 from ..fields.models import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
 from ..optim import OPTIMIZERS
+from ..packing import all_seeds, shares
 from ..plots import figure, image_png, png_array, save
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
@@ -59,10 +60,22 @@ def config(params: dict) -> FieldConfig:
 
 
 def run(params: dict, ctx) -> None:
-    img = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
-    seeds = params["seeds"]
-    ctx.log(f"{params['initialiser']}: fitting {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, config(params), seeds, ctx.device, ckpt=ctx.checkpoints)
+    run_packed([params], [ctx])
+
+
+def run_packed(jobs: list[dict], ctxs: list) -> None:
+    """Jobs whose params differ only in ``seeds`` (one job alone, or a worker's pack, see ``l335q.packing``): all
+    their seeds as ONE batched fit; each job's context gets the rows and images of its own seeds."""
+    params, first = jobs[0], ctxs[0]
+    img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
+    seeds = all_seeds(jobs)
+    first.log(f"{params['initialiser']}: fitting {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
+    result = fit_image(img, config(params), seeds, first.device, ckpt=first.checkpoints)
+    for params, ctx, own in shares(jobs, ctxs, result):
+        _write(params["seeds"], own, img, ctx)
+
+
+def _write(seeds: list[int], result, img, ctx) -> None:
     for seed, value in zip(seeds, result.train_psnr):
         ctx.metric("psnr", math.nan if value is None else value, seed=seed)
     for i, seed in enumerate(seeds):
