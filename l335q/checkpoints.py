@@ -25,8 +25,6 @@ import io
 import threading
 import time
 
-from sqlalchemy import delete, select, update
-
 stop_event = threading.Event()     # set by the worker's SIGTERM handler: save, then hand the job back
 
 
@@ -88,6 +86,8 @@ class Checkpoints:
         return Stage(self, self._next - 1)
 
     def load(self, stage: int) -> dict | None:
+        from sqlalchemy import select
+
         from .db import Checkpoint, session_scope, with_retries
 
         def read():
@@ -98,6 +98,8 @@ class Checkpoints:
         return None if data is None else loads(data)
 
     def save(self, stage: int, step: int, state: dict) -> None:
+        from sqlalchemy import delete, update
+
         from .db import Checkpoint, Job, session_scope, utcnow, with_retries
 
         data = dumps(state)
