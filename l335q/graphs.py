@@ -1,0 +1,71 @@
+"""Training steps replayed as CUDA graphs, shared by both training engines' fast paths.
+
+``Steps(body, modules, opt, graphs)`` runs ``body(k)`` — k training steps written by the caller, reading its
+inputs from static tensors — either eagerly (``graphs=False``: the same code, on any device; what the CPU tests
+run) or as one captured CUDA graph per distinct k (``graphs=True``). Before the first capture the body is warmed
+up (as 1-step bodies, so its static inputs must hold valid values) on a side stream (cuDNN/cuBLAS choose their kernels, the optimiser creates its state), then the modules'
+parameters and buffers are put back as they were and the optimiser's state is zeroed in place (for Adam, AdamW,
+SGD-momentum and RMSprop a zero state is exactly a fresh one): the warm-up changes no number of the training.
+Optimisers must be ``capturable`` (``make_capturable``): their step counters live on the device.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+WARMUP_STEPS = 3
+
+
+def make_capturable(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Turn on ``capturable`` in every parameter group that knows it (before the first step)."""
+    for group in opt.param_groups:
+        if "capturable" in group:
+            group["capturable"] = True
+    return opt
+
+
+class Steps:
+    def __init__(self, body: Callable[[int], None], modules: list[torch.nn.Module], opt, graphs: bool):
+        self.body, self.modules, self.opt, self.graphs = body, modules, opt, graphs
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._warm = False
+
+    def run(self, k: int) -> None:
+        """k steps: eagerly, or by replaying (capturing first) the graph of k steps."""
+        if not self.graphs:
+            self.body(k)
+            return
+        if k not in self._graphs:
+            self._capture(k)
+        self._graphs[k].replay()
+
+    def _capture(self, k: int) -> None:
+        if not self._warm:
+            self._warm_up()
+        graph = torch.cuda.CUDAGraph()
+        for group in self.opt.param_groups:      # gradients are allocated inside the graph's memory pool
+            for p in group["params"]:
+                p.grad = None
+        with torch.cuda.graph(graph):
+            self.body(k)
+        self._graphs[k] = graph
+
+    def _warm_up(self) -> None:
+        saved = [{n: t.detach().clone() for n, t in m.state_dict().items()} for m in self.modules]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_STEPS):
+                self.body(1)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for m, state in zip(self.modules, saved):
+                for n, t in m.state_dict().items():
+                    t.copy_(state[n])
+            for st in self.opt.state.values():
+                for v in st.values():
+                    if torch.is_tensor(v):
+                        v.zero_()
+        torch.cuda.synchronize()
+        self._warm = True
