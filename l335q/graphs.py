@@ -4,8 +4,9 @@
 inputs from static tensors — either eagerly (``graphs=False``: the same code, on any device; what the CPU tests
 run) or as one captured CUDA graph per distinct k (``graphs=True``). Before the first capture the body is warmed
 up (as 1-step bodies, so its static inputs must hold valid values) on a side stream (cuDNN/cuBLAS choose their kernels, the optimiser creates its state), then the modules'
-parameters and buffers are put back as they were and the optimiser's state is zeroed in place (for Adam, AdamW,
-SGD-momentum and RMSprop a zero state is exactly a fresh one): the warm-up changes no number of the training.
+parameters and buffers are put back as they were, and the optimiser's state in place as it was (state the warm-up
+created is zeroed: for Adam, AdamW, SGD-momentum and RMSprop a zero state is exactly a fresh one), so a warm-up,
+at the start or in the middle of a training, changes no number of it.
 Optimisers must be ``capturable`` (``make_capturable``): their step counters live on the device.
 """
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Steps:
 
     def _warm_up(self) -> None:
         saved = [{n: t.detach().clone() for n, t in m.state_dict().items()} for m in self.modules]
+        opt_saved = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in self.opt.state.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -63,9 +65,9 @@ class Steps:
             for m, state in zip(self.modules, saved):
                 for n, t in m.state_dict().items():
                     t.copy_(state[n])
-            for st in self.opt.state.values():
-                for v in st.values():
+            for p, st in self.opt.state.items():     # state from before the warm-up, or zeros (a fresh state)
+                for k, v in st.items():
                     if torch.is_tensor(v):
-                        v.zero_()
+                        v.copy_(opt_saved[p][k]) if k in opt_saved.get(p, {}) else v.zero_()
         torch.cuda.synchronize()
         self._warm = True

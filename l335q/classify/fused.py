@@ -201,11 +201,13 @@ class _Epochs:
 
 def train_fused(models: list[nn.Module], data, cfg: TrainConfig, seeds: list[int], graphs: bool | None = None,
                 steps_per_graph: int = 64, on_epoch: Callable[[int, Epoch], None] | None = None,
-                log_fn: Callable[[str], None] | None = None) -> list[History]:
+                log_fn: Callable[[str], None] | None = None,
+                stop: Callable[[int], bool] | None = None) -> list[History]:
     """Train ``models`` (one per seed in ``seeds``, same architecture) together as ``cfg`` says (``cfg.seed`` is
     not used: each seed's own seed is). The trained weights are copied back into ``models``; returns one
     ``History`` per seed. A seed whose loss turns non-finite stops its history there (``diverged_at``); the
-    others train on (seeds never mix). ``on_epoch(seed index, Epoch)``."""
+    others train on (seeds never mix). ``on_epoch(seed index, Epoch)``; ``stop(epoch)`` True after an epoch ends
+    training there (e.g. a time budget)."""
     device = torch.device(cfg.device)
     graphs = device.type == "cuda" if graphs is None else graphs
     model = fuse(models).to(device)
@@ -239,7 +241,7 @@ def train_fused(models: list[nn.Module], data, cfg: TrainConfig, seeds: list[int
         if log_fn:
             log_fn(f"epoch {epoch}/{cfg.epochs}: test acc {', '.join(f'{float(a):.4f}' for a in test_acc)}, "
                    f"{seconds:.2f} s")
-        if all(h.diverged for h in histories):
+        if all(h.diverged for h in histories) or (stop is not None and stop(epoch)):
             break
     unfuse(model, models)
     return histories

@@ -169,7 +169,7 @@ def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: i
     bufs: dict[int, torch.Tensor] = {}
 
     def body(k: int) -> None:
-        if k not in bufs:
+        if k not in bufs:                           # the warm-up's (the loop makes the others before a capture)
             bufs[k] = torch.zeros(k, x.shape[0], device=x.device)
         for i in range(k):
             loss = per_seed_loss(cfg, model.mlp(x), target, weight)
@@ -181,6 +181,8 @@ def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: i
     while step < cfg.steps:
         look(step)
         k = min(CHECK_EVERY - step % CHECK_EVERY, cfg.steps - step)
+        if k not in bufs:                           # the losses' buffer: outside any graph being captured
+            bufs[k] = torch.zeros(k, x.shape[0], device=x.device)
         runner.run(k)
         for i in range(k):
             if (step + i) % log_every == 0 or step + i == cfg.steps - 1:
