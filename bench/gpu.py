@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,7 +63,13 @@ class Bench:
         self.cuda = self.device.startswith("cuda")
         self.out = {"torch": torch.__version__, "python": sys.version.split()[0],
                     "device": torch.cuda.get_device_name() if self.cuda else "cpu", "tiny": args.tiny,
-                    "budget_s": args.budget_s, "sizes": self.size, "skipped": []}
+                    "budget_s": args.budget_s, "sizes": self.size, "skipped": [], "errors": {}}
+        self.graphs_ok = True        # False once a CUDA graph capture failed: later fast runs go eager
+
+    def error(self, where: str, exc: BaseException) -> None:
+        """Record a failure (the last lines of its traceback) and say it; the bench goes on."""
+        self.out["errors"][where] = traceback.format_exc(limit=-3).splitlines()[-6:]
+        self.say(f"ERROR in {where}: {type(exc).__name__}: {exc}")
 
     def left(self) -> float:
         return self.a.budget_s - (time.perf_counter() - self.t0)
@@ -111,18 +118,26 @@ def tancik(b: Bench) -> None:
     cfg = FieldConfig(encoding="gaussian", features=z["tancik_m"], sigma=10.0, depth=4, width=z["tancik_width"],
                       lr=1e-3, steps=z["tancik_steps"])
     warm = FieldConfig(**{**cfg.as_dict(), "steps": 20})
-    for fast in (False, True):                       # CUDA context, cuBLAS handles, allocator: outside the timings
-        fit_image(img, warm, [0], b.device, split="every-other", fast=fast)
+    fit_image(img, warm, [0], b.device, split="every-other")     # CUDA context, cuBLAS, allocator: untimed
     res = {"setup": f"{z['tancik_px']}² image, every-other pixels, 4 x {z['tancik_width']} ReLU, gaussian m "
                     f"{z['tancik_m']} σ 10, Adam 1e-3, {z['tancik_steps']} steps, seed 0"}
-    for name, fast, t32 in (("eager_fp32", False, False), ("graphs_fp32", True, False), ("graphs_tf32", True, True)):
-        with tf32(t32):
-            r, sec = b.timed(lambda: fit_image(img, cfg, [0], b.device, split="every-other", fast=fast))
+    rows = (("eager_fp32", False, False), ("graphs_fp32", True, False), ("graphs_tf32", True, True),
+            ("eager_tf32", False, True))
+    for name, fast, t32 in rows:
+        if name == "eager_tf32" and b.graphs_ok:
+            continue                                 # only wanted when the graphs failed
+        try:
+            with tf32(t32):
+                r, sec = b.timed(lambda: fit_image(img, cfg, [0], b.device, split="every-other", fast=fast))
+        except Exception as exc:                     # a failed capture: recorded, the other rows go on
+            b.graphs_ok = b.graphs_ok and not fast
+            b.error(f"tancik {name}", exc)
+            continue
         res[name] = {"seconds": r3(sec), "train_psnr": r3(r.train_psnr[0]), "heldout_psnr": r3(r.heldout_psnr[0]),
                      "kind": "measured"}
         b.say(f"tancik {name}: {res[name]}")
     ref = res["eager_fp32"]
-    for name in ("graphs_fp32", "graphs_tf32"):
+    for name in [n for n, *_ in rows[1:] if n in res]:
         res[name]["speedup"] = r3(ref["seconds"] / res[name]["seconds"])
         res[name]["heldout_psnr_diff_db"] = r3(res[name]["heldout_psnr"] - ref["heldout_psnr"])
     res["target"] = "<= 1.0 s on an H100-class card, held-out PSNR within 0.2 dB of eager fp32"
@@ -137,19 +152,25 @@ def inr_init(b: Bench) -> None:
     def cfg(init, steps=z["inr_steps"]):
         return FieldConfig(depth=4, width=z["inr_width"], activation="relu", output="relu", encoding="none",
                            init=init, optimizer="adam", lr=1e-3, steps=steps)
-    fit_image(img, cfg("default", 20), seeds, b.device, fast=True)            # warm-up, untimed
+    fit_image(img, cfg("default", 20), seeds, b.device)                       # warm-up, untimed
     fit_image(img, cfg("default", 20), [0], b.device)
     fast, total = {}, 0.0
     with tf32(True):
         for init in INITS:
-            r, sec = b.timed(lambda: fit_image(img, cfg(init), seeds, b.device, fast=True))
+            try:
+                r, sec = b.timed(lambda: fit_image(img, cfg(init), seeds, b.device, fast=b.graphs_ok))
+            except Exception as exc:                 # a failed capture: this and the rest batched, eagerly
+                b.graphs_ok = False
+                b.error(f"inr_init {init}", exc)
+                r, sec = b.timed(lambda: fit_image(img, cfg(init), seeds, b.device))
             fast[init], total = r.train_psnr, total + sec
             b.say(f"inr-init fast {init}: {len(seeds)} fits in {sec:.2f} s")
     n_fits = len(INITS) * len(seeds)
+    how = "CUDA graphs (fast=True)" if b.graphs_ok else "eager (the graphs failed, see errors)"
     res = {"setup": f"{z['inr_px']} px, raw (x, y), 4 x {z['inr_width']} ReLU, ReLU output, Adam 1e-3, "
                     f"{z['inr_steps']} steps, {len(INITS)} initialisers x {len(seeds)} seeds",
-           "fits": n_fits, "fast": {"seconds": r3(total), "kind": "measured", "how": "one batched model per "
-                                    "initialiser, CUDA graphs (fast=True), TF32"}}
+           "fits": n_fits, "fast": {"seconds": r3(total), "kind": "measured",
+                                    "how": f"one batched model per initialiser, {how}, TF32"}}
     timed, diffs = [], []
     for k in range(z["inr_ref_fits"]):
         init, seed = INITS[k % len(INITS)], seeds[k % len(seeds)]
@@ -242,11 +263,21 @@ def fast_cell(b: Bench, data, model_name: str, lr: float, batch: int, reserve: f
         return b.left() - reserve < per
     cfg = TrainConfig(epochs=z["cls_epochs"], batch_size=batch, lr=lr, device=b.device)
     with tf32(True):
-        hs, sec = b.timed(lambda: train_seeds(model_name, data, cfg, z["cls_seeds"], stop=stop))
+        try:
+            hs, sec = b.timed(lambda: train_seeds(model_name, data, cfg, z["cls_seeds"], graphs=None if b.graphs_ok else False,
+                                                  stop=stop))
+        except Exception as exc:                     # a failed capture: this cell and the rest without graphs
+            if not b.graphs_ok:
+                raise
+            b.graphs_ok = False
+            b.error(f"cls {model_name} lr {lr:g} batch {batch}", exc)
+            t0, done[0] = time.perf_counter(), 0
+            hs, sec = b.timed(lambda: train_seeds(model_name, data, cfg, z["cls_seeds"], graphs=False, stop=stop))
     ran = done[0]
     accs = [h.final.test_acc for h in hs if h.final is not None and not h.diverged]
     out = {"seconds": r3(sec * z["cls_epochs"] / ran), "epochs_run": ran, "seconds_measured": r3(sec),
            "kind": "measured" if ran == z["cls_epochs"] else f"extrapolated from {ran} of {z['cls_epochs']} epochs",
+           "graphs": b.cuda and b.graphs_ok,
            "test_acc": [r3(h.final.test_acc) if h.final else None for h in hs],
            "train_acc": [r3(h.final.train_acc) if h.final else None for h in hs],
            "diverged": [h.diverged_at for h in hs],
@@ -269,7 +300,12 @@ def cls_study(b: Bench) -> None:
         warm = SimpleNamespace(x_train=data.x_train[:512], y_train=data.y_train[:512], x_test=data.x_test[:512],
                                y_test=data.y_test[:512])
         for name in ("fcn", "cnn"):
-            train_seeds(name, warm, TrainConfig(epochs=1, batch_size=64, device=b.device), b.size["cls_seeds"])
+            try:
+                train_seeds(name, warm, TrainConfig(epochs=1, batch_size=64, device=b.device), b.size["cls_seeds"],
+                            graphs=None if b.graphs_ok else False)
+            except Exception as exc:                 # a failed capture: the study runs without graphs
+                b.graphs_ok = False
+                b.error(f"cls warm-up {name}", exc)
     res = {"cells": [], "target": ">= 38x faster (<= 45 s on an H100-class card), the same accuracies within seed noise"}
     b.out["cls"] = res
     order = sorted(range(len(CELLS)), key=lambda i: CELLS[i][3] == 4)       # the batch-4 cell last
@@ -332,7 +368,10 @@ def main(argv=None) -> dict:
             b.out["skipped"].append(f"{name} ({b.left():.0f} s left, needs about {needs} s)")
             b.say(f"skipped {name}: {b.left():.0f} s left")
             continue
-        fn(b)
+        try:
+            fn(b)
+        except Exception as exc:
+            b.error(name, exc)
         b.save()
     b.save()
     b.say(f"done: {a.out}")

@@ -19,10 +19,15 @@ WARMUP_STEPS = 3
 
 
 def make_capturable(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """Turn on ``capturable`` in every parameter group that knows it (before the first step)."""
+    """Turn on ``capturable`` in every parameter group that knows it; state already there (a resumed optimiser,
+    whose step counters ``load_state_dict`` puts on the CPU) moves to its parameter's device."""
     for group in opt.param_groups:
         if "capturable" in group:
             group["capturable"] = True
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.device != p.device:
+                st[k] = v.to(p.device)
     return opt
 
 
