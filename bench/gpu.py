@@ -2,7 +2,8 @@
 
   tancik    the Tancik et al. 2D fit (512² image, the 256² every-other pixels, 4 x 256 ReLU, Gaussian m 256,
             σ 10, Adam 1e-3, 2000 steps): eager fp32 (``fit_image``) against the fast path (``fast=True``: CUDA
-            graphs) in fp32 and with TF32 matmuls; seconds and train/held-out PSNR of each.
+            graphs) in fp32, with TF32 matmuls, and with a bfloat16 forward (``fast="bf16"``); seconds and
+            train/held-out PSNR of each (every fit scored by an fp32 render).
   inr_init  500 fits at the practical's size (64 px, raw (x, y), 4 x 256 ReLU, ReLU output, Adam 1e-3, 1000
             steps; 5 initialisers x 100 seeds, each initialiser one batched model) with the fast path and TF32,
             against one fit at a time (eager fp32), timed on a few fits and extrapolated to 500; the PSNR of
@@ -39,9 +40,11 @@ from l335q.classify.engine import TrainConfig, train  # noqa: E402
 from l335q.classify.fused import train_seeds  # noqa: E402
 from l335q.classify.models import build_model  # noqa: E402
 from l335q.data import fashion_mnist  # noqa: E402
-from l335q.data.images import load_image, resize  # noqa: E402
-from l335q.fields.engine import FieldConfig, fit_image  # noqa: E402
+from l335q.data.images import load_image, resize, split_pixels  # noqa: E402
+from l335q.fields.engine import CHECK_EVERY, FieldConfig, fit_image  # noqa: E402
+from l335q.fields.pixels import Pixels  # noqa: E402
 
+STEPS_PER_GRAPH = 64
 INITS = ["default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform"]
 # (submission, model, lr, batch size): the cells the study's three submissions run
 CELLS = [("cls-compare", "fcn", 1e-3, 64), ("cls-compare", "cnn", 1e-3, 64),
@@ -63,7 +66,10 @@ class Bench:
         self.cuda = self.device.startswith("cuda")
         self.out = {"torch": torch.__version__, "python": sys.version.split()[0],
                     "device": torch.cuda.get_device_name() if self.cuda else "cpu", "tiny": args.tiny,
-                    "budget_s": args.budget_s, "sizes": self.size, "skipped": [], "errors": {}}
+                    "budget_s": args.budget_s, "sizes": self.size, "skipped": [], "errors": {},
+                    "how": {"cls_steps_per_graph": STEPS_PER_GRAPH, "fields_steps_per_graph": CHECK_EVERY,
+                            "cudnn_benchmark": self.cuda, "tf32": "fast paths only: set_float32_matmul_precision"
+                            "('high') and cudnn.allow_tf32; references: PyTorch's defaults (Quickstart) or fp32"}}
         self.graphs_ok = True        # False once a CUDA graph capture failed: later fast runs go eager
 
     def error(self, where: str, exc: BaseException) -> None:
@@ -122,7 +128,8 @@ def tancik(b: Bench) -> None:
     res = {"setup": f"{z['tancik_px']}² image, every-other pixels, 4 x {z['tancik_width']} ReLU, gaussian m "
                     f"{z['tancik_m']} σ 10, Adam 1e-3, {z['tancik_steps']} steps, seed 0"}
     rows = (("eager_fp32", False, False), ("graphs_fp32", True, False), ("graphs_tf32", True, True),
-            ("eager_tf32", False, True))
+            ("graphs_bf16", "bf16", True), ("eager_tf32", False, True))
+    train_pix, held_pix = (Pixels.of(*p) for p in split_pixels(img, "every-other"))
     for name, fast, t32 in rows:
         if name == "eager_tf32" and b.graphs_ok:
             continue                                 # only wanted when the graphs failed
@@ -130,16 +137,18 @@ def tancik(b: Bench) -> None:
             with tf32(t32):
                 r, sec = b.timed(lambda: fit_image(img, cfg, [0], b.device, split="every-other", fast=fast))
         except Exception as exc:                     # a failed capture: recorded, the other rows go on
-            b.graphs_ok = b.graphs_ok and not fast
+            b.graphs_ok = b.graphs_ok and fast is not True
             b.error(f"tancik {name}", exc)
             continue
-        res[name] = {"seconds": r3(sec), "train_psnr": r3(r.train_psnr[0]), "heldout_psnr": r3(r.heldout_psnr[0]),
-                     "kind": "measured"}
+        with tf32(False):                            # every row scored alike: fp32 renders
+            psnr = [float(r.fields[0].score(p)[0]) for p in (train_pix, held_pix)]
+        res[name] = {"seconds": r3(sec), "train_psnr": r3(psnr[0]), "heldout_psnr": r3(psnr[1]), "kind": "measured"}
         b.say(f"tancik {name}: {res[name]}")
     ref = res["eager_fp32"]
     for name in [n for n, *_ in rows[1:] if n in res]:
         res[name]["speedup"] = r3(ref["seconds"] / res[name]["seconds"])
         res[name]["heldout_psnr_diff_db"] = r3(res[name]["heldout_psnr"] - ref["heldout_psnr"])
+        res[name]["train_psnr_diff_db"] = r3(res[name]["train_psnr"] - ref["train_psnr"])
     res["target"] = "<= 1.0 s on an H100-class card, held-out PSNR within 0.2 dB of eager fp32"
     b.out["tancik"] = res
 
@@ -265,7 +274,7 @@ def fast_cell(b: Bench, data, model_name: str, lr: float, batch: int, reserve: f
     with tf32(True):
         try:
             hs, sec = b.timed(lambda: train_seeds(model_name, data, cfg, z["cls_seeds"], graphs=None if b.graphs_ok else False,
-                                                  stop=stop))
+                                                  steps_per_graph=STEPS_PER_GRAPH, stop=stop))
         except Exception as exc:                     # a failed capture: this cell and the rest without graphs
             if not b.graphs_ok:
                 raise
@@ -358,6 +367,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     a = ap.parse_args(argv)
+    unknown = set(a.parts.split(",")) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts {', '.join(sorted(unknown))} (known: {', '.join(PARTS)})")
     b = Bench(a)
     if b.cuda:
         torch.backends.cudnn.benchmark = True

@@ -91,6 +91,9 @@ def test_fields_fast_path_gives_the_same_fit_on_the_cpu():
     assert fast.train_psnr == plain.train_psnr and fast.heldout_psnr == plain.heldout_psnr
     assert fast.loss_steps == plain.loss_steps and fast.loss_curve == plain.loss_curve
     assert fast.loss_steps[-1] == 69 and plain.train_psnr[0] != plain.train_psnr[1]
+    bf16 = fit_image(img, cfg, [0, 1], "cpu", split="every-other", log_every=9, fast="bf16")
+    assert bf16.train_psnr != plain.train_psnr
+    assert bf16.train_psnr == pytest.approx(plain.train_psnr, abs=0.5)
 
 
 BLOCK = "import sys\nfor m in ('sqlalchemy', 'celery', 'redis'): sys.modules[m] = None\n"
@@ -105,9 +108,10 @@ def test_gpu_bench_tiny_runs_without_the_service_packages(tmp_path):
     r = json.loads(out.read_text())
     assert r["errors"] == {} and r["skipped"] == [] and r["device"] == "cpu" and r["torch"] == torch.__version__
     t = r["tancik"]
-    for row in ("eager_fp32", "graphs_fp32", "graphs_tf32"):
-        assert t[row]["kind"] == "measured" and t[row]["seconds"] > 0
+    for row in ("eager_fp32", "graphs_fp32", "graphs_tf32", "graphs_bf16"):
+        assert t[row]["kind"] == "measured" and t[row]["seconds"] > 0 and t[row]["heldout_psnr"] > 5
     assert t["graphs_fp32"]["heldout_psnr_diff_db"] == 0.0        # on the CPU the fast path is the same fit
+    assert "eager_tf32" not in t                                  # only when the graphs failed
     i = r["inr_init"]
     assert i["fits"] == 10 and i["fast"]["kind"] == "measured" and i["reference"]["kind"].startswith("extrapolated")
     assert len(i["psnr_fast_minus_single_db"]) == 1 and abs(i["psnr_fast_minus_single_db"][0]) < 0.05 and i["ratio"] > 0

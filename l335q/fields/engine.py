@@ -159,10 +159,11 @@ def _look(stage, save, step: int, first: int, steps: int) -> None:
 
 
 def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: int, log_every: int,
-                sampled: list, losses: list, on_step, look) -> int:
+                sampled: list, losses: list, on_step, look, bf16: bool = False) -> int:
     """The fast path of the full-batch loop: the same steps, run ``CHECK_EVERY`` at a time as one unit
     (``graphs.Steps``: a CUDA graph on CUDA, eagerly elsewhere); appends the sampled steps and their losses as the
-    loop does. Returns the step reached (``cfg.steps``)."""
+    loop does. Returns the step reached (``cfg.steps``). ``bf16``: the MLP's forward under bfloat16 autocast (the
+    inputs are encoded before, in fp32; the loss, the parameters and the optimiser stay fp32)."""
     graphs = x.device.type == "cuda"
     if graphs:
         make_capturable(opt)
@@ -172,7 +173,9 @@ def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: i
         if k not in bufs:                           # the warm-up's (the loop makes the others before a capture)
             bufs[k] = torch.zeros(k, x.shape[0], device=x.device)
         for i in range(k):
-            loss = per_seed_loss(cfg, model.mlp(x), target, weight)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+                pred = model.mlp(x)
+            loss = per_seed_loss(cfg, pred.float(), target, weight)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
@@ -195,7 +198,7 @@ def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: i
 
 
 def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until, first_member=0,
-               fast=False):
+               fast: bool | str = False):
     torch_dev = torch.device(device)
     full = model = Field(cfg, seeds, sigmas, target_mean=pix.mean()).to(torch_dev)   # model: the members still training
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
@@ -229,7 +232,7 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
     start = first
     if fast and not sampling and until is None:
         start = _fast_steps(model, opt, cfg, x, target, train_pix.weight, first, log_every, sampled, losses,
-                            on_step, lambda step: _look(stage, save, step, first, cfg.steps))
+                            on_step, lambda step: _look(stage, save, step, first, cfg.steps), bf16=fast == "bf16")
     for step in range(start, cfg.steps):
         _look(stage, save, step, first, cfg.steps)
         if sampling:
@@ -286,7 +289,7 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
 def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "cpu",
                evals: dict | None = None, log_every: int | None = None, on_step=None,
                chunk: int | None = None, ckpt=NO_CHECKPOINTS, sigmas: list[float] | None = None,
-               until=None, fast: bool = False) -> FitResult:
+               until=None, fast: bool | str = False) -> FitResult:
     """Fit S = len(seeds) fields to pixels (coords (N, 2) in [0, 1)², rgb (N, 3) in [0, 1]).
 
     coords, rgb: arrays (one pixel set for every seed) or lists of S arrays (one set per member, see ``Pixels``);
@@ -301,11 +304,14 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     The fitted fields stay on ``device`` for ``render``.
     chunk: seeds per batched model (default: as many as fit the device's memory).
     fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (the
-    same steps eagerly elsewhere: the same numbers); TF32 is the caller's choice (``torch.backends``).
+    same steps eagerly elsewhere: the same numbers); TF32 is the caller's choice (``torch.backends``);
+    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers).
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps).
     """
     cfg.check()
+    if fast not in (False, True, "bf16"):
+        raise ValueError(f"fast must be False, True or 'bf16', got {fast!r}")
     if not seeds:
         raise UserError("no seeds to fit")
     if until is not None and ckpt is not NO_CHECKPOINTS:
@@ -348,7 +354,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",
               log_every: int | None = None, on_step=None, chunk: int | None = None,
-              ckpt=NO_CHECKPOINTS, fast: bool = False) -> FitResult:
+              ckpt=NO_CHECKPOINTS, fast: bool | str = False) -> FitResult:
     """Fit an H x W x 3 image; with ``split="every-other"`` train on [::2, ::2] and score ``heldout`` on the rest."""
     from ..data.images import split_pixels
 
