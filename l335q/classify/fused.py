@@ -241,7 +241,8 @@ def train_fused(models: list[nn.Module], data, cfg: TrainConfig, seeds: list[int
         if log_fn:
             log_fn(f"epoch {epoch}/{cfg.epochs}: test acc {', '.join(f'{float(a):.4f}' for a in test_acc)}, "
                    f"{seconds:.2f} s")
-        if all(h.diverged for h in histories) or (stop is not None and stop(epoch)):
+        stopped = stop is not None and stop(epoch)
+        if stopped or all(h.diverged for h in histories):
             break
     unfuse(model, models)
     return histories
