@@ -14,6 +14,8 @@
             TF32), against the Quickstart loop (DataLoader + ToTensor, train pass + two accuracy passes per
             epoch), timed on a slice of each cell and extrapolated. A fast cell that would overrun the budget
             stops after whole epochs and is extrapolated (said so in the JSON).
+  cls_check the fused, graphed path against the plain engine on the device (fp32, 2 seeds, 1 epoch on 6000
+            images): the largest per-seed differences of accuracy and loss.
   accuracy  (if time is left) one seed of cls-compare's CNN trained by the plain engine (``engine.train``,
             eager, fp32): its final test accuracy beside the fused seeds'.
 Every figure carries ``kind``: "measured" or "extrapolated (how)". The JSON is rewritten after each part.
@@ -23,98 +25,22 @@ Usage: PYTHONUNBUFFERED=1 python bench/gpu.py --out gpu.json --budget-s 240     
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import statistics
 import sys
-import time
-import traceback
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a plain checkout (no install)
+sys.path.insert(0, str(Path(__file__).resolve().parent))          # gpu_common, gpu_cls (also under runpy)
 
-from l335q.classify.engine import TrainConfig, train  # noqa: E402
-from l335q.classify.fused import train_seeds  # noqa: E402
-from l335q.classify.models import build_model  # noqa: E402
-from l335q.data import fashion_mnist  # noqa: E402
+from gpu_cls import accuracy_check, cls_check, cls_study  # noqa: E402
+from gpu_common import Bench, r3, tf32  # noqa: E402
+
 from l335q.data.images import load_image, resize, split_pixels  # noqa: E402
-from l335q.fields.engine import CHECK_EVERY, FieldConfig, fit_image  # noqa: E402
+from l335q.fields.engine import FieldConfig, fit_image  # noqa: E402
 from l335q.fields.pixels import Pixels  # noqa: E402
 
-STEPS_PER_GRAPH = 64
 INITS = ["default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform"]
-# (submission, model, lr, batch size): the cells the study's three submissions run
-CELLS = [("cls-compare", "fcn", 1e-3, 64), ("cls-compare", "cnn", 1e-3, 64),
-         ("cls-sweep lr", "cnn", 0.1, 64), ("cls-sweep lr", "cnn", 1e-3, 64), ("cls-sweep lr", "cnn", 1e-5, 64),
-         ("cls-sweep batch", "cnn", 1e-3, 512), ("cls-sweep batch", "cnn", 1e-3, 64),
-         ("cls-sweep batch", "cnn", 1e-3, 4)]
-FULL = dict(tancik_px=512, tancik_width=256, tancik_m=256, tancik_steps=2000, inr_px=64, inr_seeds=100,
-            inr_steps=1000, inr_width=256, inr_ref_fits=3, cls_train=None, cls_test=None, cls_epochs=10,
-            cls_seeds=[0, 1, 2], ref_steps=300, ref_eval=6000)
-TINY = dict(tancik_px=32, tancik_width=32, tancik_m=16, tancik_steps=40, inr_px=16, inr_seeds=2,
-            inr_steps=20, inr_width=32, inr_ref_fits=1, cls_train=64, cls_test=32, cls_epochs=1,
-            cls_seeds=[0, 1], ref_steps=3, ref_eval=32)
-
-
-class Bench:
-    def __init__(self, args):
-        self.a, self.t0 = args, time.perf_counter()
-        self.size = TINY if args.tiny else FULL
-        self.device = args.device
-        self.cuda = self.device.startswith("cuda")
-        self.out = {"torch": torch.__version__, "python": sys.version.split()[0],
-                    "device": torch.cuda.get_device_name() if self.cuda else "cpu", "tiny": args.tiny,
-                    "budget_s": args.budget_s, "sizes": self.size, "skipped": [], "errors": {},
-                    "how": {"cls_steps_per_graph": STEPS_PER_GRAPH, "fields_steps_per_graph": CHECK_EVERY,
-                            "cudnn_benchmark": self.cuda, "tf32": "fast paths only: set_float32_matmul_precision"
-                            "('high') and cudnn.allow_tf32; references: PyTorch's defaults (Quickstart) or fp32"}}
-        self.graphs_ok = True        # False once a CUDA graph capture failed: later fast runs go eager
-
-    def error(self, where: str, exc: BaseException) -> None:
-        """Record a failure (the last lines of its traceback) and say it; the bench goes on."""
-        self.out["errors"][where] = traceback.format_exc(limit=-3).splitlines()[-6:]
-        self.say(f"ERROR in {where}: {type(exc).__name__}: {exc}")
-
-    def left(self) -> float:
-        return self.a.budget_s - (time.perf_counter() - self.t0)
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def save(self) -> None:
-        self.out["wall_s"] = round(time.perf_counter() - self.t0, 2)
-        Path(self.a.out).write_text(json.dumps(self.out, indent=1))
-
-    def say(self, msg: str) -> None:
-        print(f"[{time.perf_counter() - self.t0:7.1f} s] {msg}", flush=True)
-
-    def timed(self, fn):
-        self.sync()
-        t = time.perf_counter()
-        r = fn()
-        self.sync()
-        return r, time.perf_counter() - t
-
-
-@contextlib.contextmanager
-def tf32(on: bool):
-    """TF32 for matmuls and convolutions on (the fast paths) or off (true fp32: the references)."""
-    old = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("high" if on else "highest")
-    torch.backends.cudnn.allow_tf32 = on
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old[0])
-        torch.backends.cudnn.allow_tf32 = old[1]
-
-
-def r3(x):
-    return None if x is None else round(float(x), 3)
 
 
 # ----------------------------------------------------------------------------- fields
@@ -200,171 +126,8 @@ def inr_init(b: Bench) -> None:
     b.out["inr_init"] = res
 
 
-# ----------------------------------------------------------------------------- classification
-
-def quickstart_sets(b: Bench):
-    """torchvision's FashionMNIST with ToTensor (the Quickstart's datasets), cut to the bench's sizes."""
-    from torch.utils.data import Subset
-    from torchvision.datasets import FashionMNIST
-    from torchvision.transforms import ToTensor
-
-    fashion_mnist.load_raw()          # extracts the .gz files into the cache root torchvision reads
-    root = str(fashion_mnist.data_home() / "fashion-mnist")
-    train_set, test_set = (FashionMNIST(root, train=t, transform=ToTensor()) for t in (True, False))
-    z = b.size
-    if z["cls_train"]:
-        train_set, test_set = Subset(train_set, range(z["cls_train"])), Subset(test_set, range(z["cls_test"]))
-    return train_set, test_set
-
-
-def reference_cell(b: Bench, sets, model_name: str, lr: float, batch: int) -> dict:
-    """The Quickstart loop on one cell, timed on a slice: ``ref_steps`` training steps (after 3 untimed ones)
-    and ``ref_eval`` images of accuracy passes, extrapolated to the cell's epochs and seeds."""
-    from torch.utils.data import DataLoader
-
-    train_set, test_set = sets
-    z, dev = b.size, b.device
-    model = build_model(model_name, seed=0).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-
-    def train_steps(k: int) -> None:
-        model.train()
-        for i, (x, y) in enumerate(DataLoader(train_set, batch_size=batch, shuffle=True)):
-            if i == k:
-                break
-            x, y = x.to(dev), y.to(dev)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            if i % 100 == 0:
-                loss.item()                          # the Quickstart prints the loss every 100 batches
-
-    steps_per_epoch = -(-len(train_set) // batch)
-    k = min(z["ref_steps"], steps_per_epoch)
-    train_steps(3)
-    _, t_train = b.timed(lambda: train_steps(k))
-    n_eval = min(z["ref_eval"], len(train_set))
-
-    def accuracy() -> None:
-        model.eval()
-        correct = 0
-        with torch.no_grad():
-            for i, (x, y) in enumerate(DataLoader(train_set, batch_size=batch)):
-                if i * batch >= n_eval:
-                    break
-                correct += (model(x.to(dev)).argmax(1) == y.to(dev)).type(torch.float).sum().item()
-    _, t_eval = b.timed(accuracy)
-    evaluated = min(-(-n_eval // batch) * batch, len(train_set))
-    per_epoch = t_train * steps_per_epoch / k + t_eval * (len(train_set) + len(test_set)) / evaluated
-    n_runs = z["cls_epochs"] * len(z["cls_seeds"])
-    return {"seconds": r3(per_epoch * n_runs), "seconds_per_epoch": r3(per_epoch),
-            "kind": f"extrapolated: {k} of {steps_per_epoch} training steps and {evaluated} of "
-                    f"{len(train_set) + len(test_set)} accuracy-pass images timed, x {n_runs} epochs (all seeds)"}
-
-
-def fast_cell(b: Bench, data, model_name: str, lr: float, batch: int, reserve: float) -> dict:
-    """The cell's seeds as one fused model (CUDA graphs, TF32); stops after a whole epoch when the next one
-    would not fit in the budget (minus ``reserve``), and is then extrapolated."""
-    z = b.size
-    t0, done = time.perf_counter(), [0]
-
-    def stop(epoch: int) -> bool:
-        done[0] = epoch
-        per = (time.perf_counter() - t0) / epoch
-        return b.left() - reserve < per
-    cfg = TrainConfig(epochs=z["cls_epochs"], batch_size=batch, lr=lr, device=b.device)
-    with tf32(True):
-        try:
-            hs, sec = b.timed(lambda: train_seeds(model_name, data, cfg, z["cls_seeds"], stop=stop,
-                                                  graphs=None if b.graphs_ok else False,
-                                                  steps_per_graph=STEPS_PER_GRAPH))
-        except Exception as exc:                     # a failed capture: this cell and the rest without graphs
-            if not b.graphs_ok:
-                raise
-            b.graphs_ok = False
-            b.error(f"cls {model_name} lr {lr:g} batch {batch}", exc)
-            t0, done[0] = time.perf_counter(), 0
-            hs, sec = b.timed(lambda: train_seeds(model_name, data, cfg, z["cls_seeds"], graphs=False, stop=stop))
-    ran, epochs = done[0], z["cls_epochs"]
-    accs = [h.final.test_acc for h in hs if h.final is not None and not h.diverged]
-    if ran == epochs or all(h.diverged for h in hs):     # done, or every seed diverged (training ends there)
-        seconds, kind = sec, "measured" + ("" if ran == epochs else f": every seed diverged by epoch {ran}")
-    else:
-        seconds, kind = sec * epochs / ran, f"extrapolated from {ran} of {epochs} epochs"
-    out = {"seconds": r3(seconds), "epochs_run": ran, "seconds_measured": r3(sec), "kind": kind,
-           "graphs": b.cuda and b.graphs_ok,
-           "test_acc": [r3(h.final.test_acc) if h.final else None for h in hs],
-           "train_acc": [r3(h.final.train_acc) if h.final else None for h in hs],
-           "diverged": [h.diverged_at for h in hs],
-           "test_acc_mean": r3(statistics.fmean(accs)) if accs else None}
-    return out
-
-
-def load_cls_data(b: Bench):
-    d = fashion_mnist.load(b.device)
-    z = b.size
-    if not z["cls_train"]:
-        return d
-    return SimpleNamespace(x_train=d.x_train[:z["cls_train"]], y_train=d.y_train[:z["cls_train"]],
-                           x_test=d.x_test[:z["cls_test"]], y_test=d.y_test[:z["cls_test"]])
-
-
-def cls_study(b: Bench) -> None:
-    data, sets = load_cls_data(b), quickstart_sets(b)
-    with tf32(True):                                # warm-up: CUDA context, cuDNN, cuBLAS (untimed)
-        warm = SimpleNamespace(x_train=data.x_train[:512], y_train=data.y_train[:512], x_test=data.x_test[:512],
-                               y_test=data.y_test[:512])
-        for name in ("fcn", "cnn"):
-            try:
-                train_seeds(name, warm, TrainConfig(epochs=1, batch_size=64, device=b.device), b.size["cls_seeds"],
-                            graphs=None if b.graphs_ok else False)
-            except Exception as exc:                 # a failed capture: the study runs without graphs
-                b.graphs_ok = False
-                b.error(f"cls warm-up {name}", exc)
-    res = {"cells": [],
-           "target": ">= 38x faster (<= 45 s on an H100-class card), the same accuracies within seed noise"}
-    b.out["cls"] = res
-    order = sorted(range(len(CELLS)), key=lambda i: CELLS[i][3] == 4)       # the batch-4 cell last
-    for n, i in enumerate(order):
-        sub, name, lr, batch = CELLS[i]
-        cell = {"submission": sub, "model": name, "lr": lr, "batch_size": batch, "seeds": b.size["cls_seeds"],
-                "epochs": b.size["cls_epochs"]}
-        cell["reference"] = reference_cell(b, sets, name, lr, batch)
-        b.save()
-        cell["fast"] = fast_cell(b, data, name, lr, batch, reserve=3.0 * (len(order) - n - 1) + 2.0)
-        cell["ratio"] = r3(cell["reference"]["seconds"] / cell["fast"]["seconds"])
-        res["cells"].append(cell)
-        b.say(f"cls {sub} {name} lr {lr:g} batch {batch}: fast {cell['fast']['seconds']} s "
-              f"({cell['fast']['kind']}), reference {cell['reference']['seconds']} s (extrapolated), "
-              f"{cell['ratio']}x; test acc {cell['fast']['test_acc']}")
-        b.save()
-    fast = sum(c["fast"]["seconds"] for c in res["cells"])
-    ref = sum(c["reference"]["seconds"] for c in res["cells"])
-    all_measured = all(c["fast"]["kind"] == "measured" for c in res["cells"])
-    res.update(fast_seconds=r3(fast), fast_kind="measured" if all_measured else "partly extrapolated (see cells)",
-               reference_seconds=r3(ref), reference_kind="extrapolated from timed slices (see cells)",
-               ratio=r3(ref / fast))
-    b.say(f"cls study: fast {fast:.1f} s, reference {ref:.0f} s: {ref / fast:.1f}x")
-
-
-def accuracy_check(b: Bench) -> None:
-    """One seed of the CNN at lr 1e-3, batch 64 by the plain engine (eager fp32) beside the fused seeds."""
-    data = load_cls_data(b)
-    z = b.size
-    h, sec = b.timed(lambda: train(build_model("cnn", seed=0), data,
-                                   TrainConfig(epochs=z["cls_epochs"], batch_size=64, seed=0, device=b.device),
-                                   log_fn=lambda s: None))
-    fused = next((c["fast"] for c in b.out.get("cls", {}).get("cells", [])
-                  if (c["model"], c["lr"], c["batch_size"]) == ("cnn", 1e-3, 64)), None)
-    b.out["accuracy"] = {"plain_engine_seed0": {"test_acc": r3(h.final.test_acc), "train_acc": r3(h.final.train_acc),
-                                                "seconds": r3(sec), "kind": "measured"},
-                         "fused_test_acc": fused and fused["test_acc"],
-                         "note": "dropout masks differ between the two paths: equal only within seed noise"}
-    b.say(f"accuracy: plain engine seed 0 {h.final.test_acc:.4f}; fused {fused and fused['test_acc']}")
-
-
-PARTS = {"tancik": (tancik, 25), "inr_init": (inr_init, 45), "cls": (cls_study, 60), "accuracy": (accuracy_check, 40)}
+PARTS = {"tancik": (tancik, 25), "inr_init": (inr_init, 45), "cls_check": (cls_check, 70),
+         "cls": (cls_study, 60), "accuracy": (accuracy_check, 40)}
 
 
 def main(argv=None) -> dict:

@@ -124,4 +124,7 @@ def test_gpu_bench_tiny_runs_without_the_service_packages(tmp_path):
         assert len(cell["fast"]["test_acc"]) == 2
     assert c["ratio"] == pytest.approx(c["reference_seconds"] / c["fast_seconds"], rel=1e-2)
     assert r["accuracy"]["plain_engine_seed0"]["kind"] == "measured"
+    for check in ("fcn_adam", "cnn_sgd-momentum"):
+        diff = r["cls_check"][check]["max_abs_diff"]
+        assert diff["train_loss"] < 1e-3 and diff["test_loss"] < 1e-3 and diff["test_acc"] <= 1.01 / 32
     assert "cls cls-sweep batch cnn lr 0.001 batch 4" in p.stdout
