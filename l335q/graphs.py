@@ -12,6 +12,7 @@ counters live on the device.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -33,8 +34,10 @@ def make_capturable(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
 
 
 class Steps:
-    def __init__(self, body: Callable[[int], None], modules: list[torch.nn.Module], opt, graphs: bool):
-        self.body, self.modules, self.opt, self.graphs = body, modules, opt, graphs
+    def __init__(self, body: Callable[[int], None], modules: list[torch.nn.Module], opt, graphs: bool,
+                 tensors: tuple[torch.Tensor, ...] = ()):
+        """``tensors``: other state the body updates (e.g. a running loss sum), also put back after the warm-up."""
+        self.body, self.modules, self.opt, self.graphs, self.tensors = body, modules, opt, graphs, tensors
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._warm = False
 
@@ -49,7 +52,7 @@ class Steps:
 
     def _capture(self, k: int) -> None:
         if not self._warm:
-            self._warm_up()
+            self.warm_up()
         graph = torch.cuda.CUDAGraph()
         for group in self.opt.param_groups:      # gradients are allocated inside the graph's memory pool
             for p in group["params"]:
@@ -58,22 +61,30 @@ class Steps:
             self.body(k)
         self._graphs[k] = graph
 
-    def _warm_up(self) -> None:
+    def warm_up(self) -> None:
+        """``WARMUP_STEPS`` 1-step bodies (on a side stream on CUDA), then every state put back as it was."""
         saved = [{n: t.detach().clone() for n, t in m.state_dict().items()} for m in self.modules]
+        kept = [t.detach().clone() for t in self.tensors]
         opt_saved = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in self.opt.state.items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        cuda = next(self.modules[0].parameters()).is_cuda
+        if cuda:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
             for _ in range(WARMUP_STEPS):
                 self.body(1)
-        torch.cuda.current_stream().wait_stream(side)
+        if cuda:
+            torch.cuda.current_stream().wait_stream(side)
         with torch.no_grad():
             for m, state in zip(self.modules, saved):
                 for n, t in m.state_dict().items():
                     t.copy_(state[n])
+            for t, old in zip(self.tensors, kept):
+                t.copy_(old)
             for p, st in self.opt.state.items():     # state from before the warm-up, or zeros (a fresh state)
                 for k, v in st.items():
                     if torch.is_tensor(v):
                         v.copy_(opt_saved[p][k]) if k in opt_saved.get(p, {}) else v.zero_()
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
         self._warm = True

@@ -13,6 +13,7 @@ import torch
 
 from l335q.classify.engine import TrainConfig, evaluate, train
 from l335q.classify.fused import evaluate_fused, fuse, train_fused, unfuse
+from l335q.classify.fused import per_seed_loss as fused_loss
 from l335q.classify.models import CNNConfig, build_model
 from l335q.data import fashion_mnist
 from l335q.data.images import load_image, resize
@@ -81,6 +82,41 @@ def test_fused_seed_that_diverges_leaves_the_others(data):
     assert hs[1].diverged_at == 1 and not hs[1].epochs
     alone = train(build_model("fcn", seed=0), data, TrainConfig(epochs=2, batch_size=64, seed=0), log_fn=lambda _: None)
     assert [e.test_acc for e in hs[0].epochs] == pytest.approx([e.test_acc for e in alone.epochs], abs=1.01 / 96)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum", "rmsprop"])
+def test_warm_up_before_a_capture_changes_no_number(data, optimizer):
+    """graphs.Steps warms up before each first capture (CUDA only), at the start or in mid-training: its
+    parameters, buffers, optimiser state and extra tensors must come back exactly as they were."""
+    from l335q.graphs import Steps
+    from l335q.optim import make_optimizer
+
+    def run(warm_at):
+        torch.manual_seed(0)
+        model = fuse([build_model("cnn", SMALL_CNN, seed=s) for s in (0, 1)])
+        opt = make_optimizer(optimizer, model.parameters(), 1e-3)
+        total = torch.zeros(2)
+        order = torch.Generator().manual_seed(5)
+
+        def body(k):
+            for _ in range(k):
+                idx = torch.randint(len(data.x_train), (2, 16), generator=order)
+                loss = fused_loss(model(data.x_train[idx]), data.y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+                total.add_(loss.detach())
+        steps = Steps(body, [model], opt, graphs=False, tensors=(total,))
+        for i in range(3):
+            if i in warm_at:
+                state = order.get_state()
+                steps.warm_up()
+                order.set_state(state)                 # the warm-up's own draws are not the training's
+            steps.run(2)
+        return model.state_dict(), total
+
+    (a, ta), (b, tb) = run(()), run((0, 2))
+    assert torch.equal(ta, tb) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_fields_fast_path_gives_the_same_fit_on_the_cpu():

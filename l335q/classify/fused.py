@@ -174,7 +174,7 @@ class _Epochs:
                     loss.sum().backward()
                     self.opt.step()
                     self.loss_sum += loss.detach()
-            self.steps[batch] = (Steps(body, [self.model], self.opt, self.graphs), bufs)
+            self.steps[batch] = (Steps(body, [self.model], self.opt, self.graphs, tensors=(self.loss_sum,)), bufs)
         return self.steps[batch]
 
     def _run(self, idx: torch.Tensor) -> None:
