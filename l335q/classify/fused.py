@@ -55,14 +55,14 @@ def _fused_layer(layers: list[nn.Module]) -> nn.Module:
     if isinstance(first, nn.Linear):
         return FusedLinear(layers)
     if isinstance(first, nn.Conv2d):
-        conv = nn.Conv2d(first.in_channels * S, first.out_channels * S, first.kernel_size, first.stride,
-                         first.padding, groups=S)
+        layer = nn.Conv2d(first.in_channels * S, first.out_channels * S, first.kernel_size, first.stride,
+                          first.padding, groups=S)
     elif isinstance(first, nn.BatchNorm2d):
-        conv = nn.BatchNorm2d(first.num_features * S, eps=first.eps, momentum=first.momentum)
+        layer = nn.BatchNorm2d(first.num_features * S, eps=first.eps, momentum=first.momentum)
     else:
         return copy.deepcopy(first)               # ReLU, max-pool, flatten, dropout: no state
-    _copy_stacked(conv, layers, to_fused=True)
-    return conv
+    _copy_stacked(layer, layers, to_fused=True)
+    return layer
 
 
 @torch.no_grad()
@@ -71,7 +71,8 @@ def _copy_stacked(fused: nn.Module, layers: list[nn.Module], to_fused: bool) -> 
     for name, t in fused.state_dict().items():
         parts = [m.state_dict()[name] for m in layers]
         if t.dim() == 0:                          # BatchNorm's num_batches_tracked: the same for every seed
-            (t.copy_(parts[0]) if to_fused else [p.copy_(t) for p in parts])
+            for dst, src in ([(t, parts[0])] if to_fused else [(p, t) for p in parts]):
+                dst.copy_(src)
         elif to_fused:
             t.copy_(torch.cat(parts))
         else:
