@@ -35,6 +35,7 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 0
     device: str = "cpu"
+    fast: bool = False      # on CUDA, without checkpoints: ``fused.train_fused`` (CUDA graphs); elsewhere ignored
 
 
 @dataclass
@@ -82,9 +83,16 @@ def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], 
 
     ``ckpt`` (a job's ``Checkpoints``): resume from this training's last checkpoint (its finished epochs are
     replayed through ``on_epoch``), save one every ``L335Q_CHECKPOINT_S`` at epoch ends, and on a stop request
-    save mid-epoch and raise ``Interrupted``. Resumed or not, the same seed gives the same numbers on a CPU."""
+    save mid-epoch and raise ``Interrupted``. Resumed or not, the same seed gives the same numbers on a CPU.
+    ``cfg.fast`` on CUDA without checkpoints: ``fused.train_fused`` trains the model instead (its steps as CUDA
+    graphs; the same loop otherwise, its dropout masks drawn differently)."""
     say = log_fn or log.info
     device = torch.device(cfg.device)
+    if cfg.fast and device.type == "cuda" and ckpt is NO_CHECKPOINTS:
+        from .fused import train_fused
+
+        return train_fused([model], data, cfg, [cfg.seed], on_epoch=on_epoch and (lambda _, e: on_epoch(e)),
+                           log_fn=say)[0]
     model.to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     shuffle = torch.Generator().manual_seed(cfg.seed)

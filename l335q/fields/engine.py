@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .. import UserError
 from ..checkpoints import NO_CHECKPOINTS, Interrupted
+from ..graphs import Steps, make_capturable
 from ..optim import MOMENTUM, OPTIMIZERS, make_optimizer
 from .encodings import ENCODINGS, frequency_matrix
 from .models import ACTIVATIONS, INITIALISERS, OUTPUTS, Field
@@ -165,7 +166,57 @@ def _shrink_optimizer(opt, cfg: FieldConfig, old: Field, new: Field, keep: list[
     return out
 
 
-def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until, first_member=0):
+def _look(stage, save, step: int, first: int, steps: int) -> None:
+    """Every ``CHECK_EVERY`` steps: tick the checkpoint clock, save when due, stop when asked."""
+    if step % CHECK_EVERY == 0 and step > first:
+        stage.tick(step, steps, "step")
+        if stage.due():
+            save(step)
+        if stage.stop_requested:
+            raise Interrupted(f"stopped at step {step} of {steps}")
+
+
+def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: int, log_every: int,
+                sampled: list, losses: list, on_step, look, bf16: bool = False) -> int:
+    """The fast path of the full-batch loop: the same steps, run ``CHECK_EVERY`` at a time as one unit
+    (``graphs.Steps``: a CUDA graph on CUDA, eagerly elsewhere); appends the sampled steps and their losses as the
+    loop does. Returns the step reached (``cfg.steps``). ``bf16``: the MLP's forward under bfloat16 autocast (the
+    inputs are encoded before, in fp32; the loss, the parameters and the optimiser stay fp32)."""
+    graphs = x.device.type == "cuda"
+    if graphs:
+        make_capturable(opt)
+    bufs: dict[int, torch.Tensor] = {}
+
+    def body(k: int) -> None:
+        if k not in bufs:                           # the warm-up's (the loop makes the others before a capture)
+            bufs[k] = torch.zeros(k, x.shape[0], device=x.device)
+        for i in range(k):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+                pred = model.mlp(x)
+            loss = per_seed_loss(cfg, pred.float(), target, weight)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            bufs[k][i].copy_(loss.detach())
+    runner, step = Steps(body, [model], opt, graphs), first
+    while step < cfg.steps:
+        look(step)
+        k = min(CHECK_EVERY - step % CHECK_EVERY, cfg.steps - step)
+        if k not in bufs:                           # the losses' buffer: outside any graph being captured
+            bufs[k] = torch.zeros(k, x.shape[0], device=x.device)
+        runner.run(k)
+        for i in range(k):
+            if (step + i) % log_every == 0 or step + i == cfg.steps - 1:
+                sampled.append(step + i)
+                losses.append(bufs[k][i].clone())
+                if on_step is not None:
+                    on_step(step + i, losses[-1])
+        step += k
+    return step
+
+
+def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until, first_member=0,
+               fast: bool | str = False):
     torch_dev = torch.device(device)
     full = model = Field(cfg, seeds, sigmas, target_mean=pix.mean()).to(torch_dev)   # model: the members still training
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
@@ -196,13 +247,12 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
         if not sampling:
             x, target = model.features(dev_pix.coords), dev_pix.target(S)
         look_x = {k: model.features(e.coords.to(torch_dev)) for k, e in evals.items()} if until else {}
-    for step in range(first, cfg.steps):
-        if step % CHECK_EVERY == 0 and step > first:
-            stage.tick(step, cfg.steps, "step")
-            if stage.due():
-                save(step)
-            if stage.stop_requested:
-                raise Interrupted(f"stopped at step {step} of {cfg.steps}")
+    start = first
+    if fast and not sampling and until is None:
+        start = _fast_steps(model, opt, cfg, x, target, train_pix.weight, first, log_every, sampled, losses,
+                            on_step, lambda step: _look(stage, save, step, first, cfg.steps), bf16=fast == "bf16")
+    for step in range(start, cfg.steps):
+        _look(stage, save, step, first, cfg.steps)
         if sampling:
             idx = torch.stack([torch.randint(counts[i], (cfg.batch_pixels,), generator=gens[i]) for i in alive])
             idx = idx.to(torch_dev)
@@ -257,7 +307,7 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
 def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "cpu",
                evals: dict | None = None, log_every: int | None = None, on_step=None,
                chunk: int | None = None, ckpt=NO_CHECKPOINTS, sigmas: list[float] | None = None,
-               until=None) -> FitResult:
+               until=None, fast: bool | str = False) -> FitResult:
     """Fit S = len(seeds) fields to pixels (coords (N, 2) in [0, 1)², rgb (N, 3) in [0, 1]).
 
     coords, rgb: arrays (one pixel set for every seed) or lists of S arrays (one set per member, see ``Pixels``);
@@ -271,10 +321,15 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     others train on as a smaller batch; naming every member still training ends the chunk. Not with ``ckpt``.
     The fitted fields stay on ``device`` for ``render``.
     chunk: seeds per batched model (default: as many as fit the device's memory).
+    fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (the
+    same steps eagerly elsewhere: the same numbers); TF32 is the caller's choice (``torch.backends``);
+    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers).
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps).
     """
     cfg.check()
+    if fast not in (False, True, "bf16"):
+        raise ValueError(f"fast must be False, True or 'bf16', got {fast!r}")
     if not seeds:
         raise UserError("no seeds to fit")
     if until is not None and ckpt is not NO_CHECKPOINTS:
@@ -291,7 +346,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
         j = min(i + chunk, len(seeds))
         model, sampled, curve, tr, sc, bd, last = _fit_chunk(
             pix.members(i, j), cfg, seeds[i:j], None if sigmas is None else sigmas[i:j], device,
-            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until, i)
+            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until, i, fast)
         fields.append(model)
         train.append(tr)
         curves.append(curve)
@@ -317,11 +372,11 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",
               log_every: int | None = None, on_step=None, chunk: int | None = None,
-              ckpt=NO_CHECKPOINTS) -> FitResult:
+              ckpt=NO_CHECKPOINTS, fast: bool | str = False) -> FitResult:
     """Fit an H x W x 3 image; with ``split="every-other"`` train on [::2, ::2] and score ``heldout`` on the rest."""
     from ..data.images import split_pixels
 
     (coords, rgb), heldout = split_pixels(img, split)
     evals = {"heldout": heldout} if heldout is not None else {}
     return fit_pixels(coords, rgb, cfg, seeds, device, evals=evals, log_every=log_every, on_step=on_step,
-                      chunk=chunk, ckpt=ckpt)
+                      chunk=chunk, ckpt=ckpt, fast=fast)

@@ -1,0 +1,166 @@
+"""The fast (GPU) paths on the CPU: the same code without CUDA graphs gives the plain loops' numbers,
+and bench/gpu.py runs end to end at tiny sizes without the service's packages."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from l335q.classify.engine import TrainConfig, evaluate, train
+from l335q.classify.fused import evaluate_fused, fuse, train_fused, unfuse
+from l335q.classify.fused import per_seed_loss as fused_loss
+from l335q.classify.models import CNNConfig, build_model
+from l335q.data import fashion_mnist
+from l335q.data.images import load_image, resize
+from l335q.fields.engine import FieldConfig, fit_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_CNN = CNNConfig(channels=(4, 8, 8), hidden=32, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = fashion_mnist.load("cpu")
+    return SimpleNamespace(x_train=d.x_train[:160], y_train=d.y_train[:160], x_test=d.x_test[:96], y_test=d.y_test[:96])
+
+
+def plain_and_fused(data, name, cnn_config, cfg, seeds):
+    fused_models = [build_model(name, cnn_config, seed=s) for s in seeds]
+    fused = train_fused(fused_models, data, cfg, seeds)
+    plain_models = [build_model(name, cnn_config, seed=s) for s in seeds]
+    plain = [train(m, data, TrainConfig(**{**cfg.__dict__, "seed": s}), log_fn=lambda _: None)
+             for m, s in zip(plain_models, seeds)]
+    return fused, plain, fused_models, plain_models
+
+
+@pytest.mark.parametrize("name,cnn_config,optimizer", [("fcn", None, "adam"), ("cnn", SMALL_CNN, "sgd-momentum")])
+def test_fused_seeds_train_as_the_plain_loop(data, name, cnn_config, optimizer):
+    # (the CNN with SGD: under Adam its conv biases, whose true gradient is 0 before BatchNorm, follow rounding
+    # noise at full step size, which no two summation orders share)
+    cfg = TrainConfig(epochs=2, batch_size=48, lr=0.01 if optimizer != "adam" else 1e-3, optimizer=optimizer)
+    fused, plain, fm, pm = plain_and_fused(data, name, cnn_config, cfg, [3, 7])
+    for hf, hp in zip(fused, plain):
+        assert len(hf.epochs) == len(hp.epochs) == 2
+        for ef, ep in zip(hf.epochs, hp.epochs):
+            assert ef.train_acc == pytest.approx(ep.train_acc, abs=1.01 / 160)
+            assert ef.test_acc == pytest.approx(ep.test_acc, abs=1.01 / 96)
+            assert ef.train_loss == pytest.approx(ep.train_loss, abs=1e-4)
+            assert ef.test_loss == pytest.approx(ep.test_loss, abs=1e-4)
+    for a, b in zip(fm, pm):                       # train_fused copies the trained weights back
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(va.float(), vb.float(), atol=1e-4), k
+    assert fused[0].epochs[-1].test_loss != fused[1].epochs[-1].test_loss     # the seeds are not one model
+
+
+def test_fuse_unfuse_and_fused_evaluation(data):
+    models = [build_model("cnn", CNNConfig(channels=(4, 8, 8), hidden=32), seed=s) for s in (0, 1, 2)]
+    for m in models:                               # BatchNorm statistics that are not the initial ones
+        m.train()
+        m(data.x_train[:64])
+    fused = fuse(models)
+    acc, loss = evaluate_fused(fused, data.x_test, data.y_test)
+    for s, m in enumerate(models):
+        a, l_ = evaluate(m, data.x_test, data.y_test)
+        assert float(acc[s]) == pytest.approx(a, abs=1.01 / 96) and float(loss[s]) == pytest.approx(l_, abs=1e-5)
+    copies = [build_model("cnn", CNNConfig(channels=(4, 8, 8), hidden=32), seed=9) for _ in models]
+    unfuse(fused, copies)
+    for a, b in zip(models, copies):
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(va, vb), k
+
+
+def test_fused_seed_that_diverges_leaves_the_others(data):
+    models = [build_model("fcn", seed=s) for s in (0, 1)]
+    with torch.no_grad():
+        models[1].fc3.weight.fill_(float("nan"))   # seed 1's loss is not finite from the first step
+    hs = train_fused(models, data, TrainConfig(epochs=2, batch_size=64), [0, 1])
+    assert hs[1].diverged_at == 1 and not hs[1].epochs
+    alone = train(build_model("fcn", seed=0), data, TrainConfig(epochs=2, batch_size=64, seed=0), log_fn=lambda _: None)
+    assert [e.test_acc for e in hs[0].epochs] == pytest.approx([e.test_acc for e in alone.epochs], abs=1.01 / 96)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum", "rmsprop"])
+def test_warm_up_before_a_capture_changes_no_number(data, optimizer):
+    """graphs.Steps warms up before each first capture (CUDA only), at the start or in mid-training: its
+    parameters, buffers, optimiser state and extra tensors must come back exactly as they were."""
+    from l335q.graphs import Steps
+    from l335q.optim import make_optimizer
+
+    def run(warm_at):
+        torch.manual_seed(0)
+        model = fuse([build_model("cnn", SMALL_CNN, seed=s) for s in (0, 1)])
+        opt = make_optimizer(optimizer, model.parameters(), 1e-3)
+        total = torch.zeros(2)
+        order = torch.Generator().manual_seed(5)
+
+        def body(k):
+            for _ in range(k):
+                idx = torch.randint(len(data.x_train), (2, 16), generator=order)
+                loss = fused_loss(model(data.x_train[idx]), data.y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+                total.add_(loss.detach())
+        steps = Steps(body, [model], opt, graphs=False, tensors=(total,))
+        for i in range(3):
+            if i in warm_at:
+                state = order.get_state()
+                steps.warm_up()
+                order.set_state(state)                 # the warm-up's own draws are not the training's
+            steps.run(2)
+        return model.state_dict(), total
+
+    (a, ta), (b, tb) = run(()), run((0, 2))
+    assert torch.equal(ta, tb) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fields_fast_path_gives_the_same_fit_on_the_cpu():
+    img = resize(load_image("sample:astronaut"), 24)
+    cfg = FieldConfig(encoding="gaussian", features=16, sigma=5.0, width=24, steps=70)
+    plain = fit_image(img, cfg, [0, 1], "cpu", split="every-other", log_every=9)
+    fast = fit_image(img, cfg, [0, 1], "cpu", split="every-other", log_every=9, fast=True)
+    assert fast.train_psnr == plain.train_psnr and fast.heldout_psnr == plain.heldout_psnr
+    assert fast.loss_steps == plain.loss_steps and fast.loss_curve == plain.loss_curve
+    assert fast.loss_steps[-1] == 69 and plain.train_psnr[0] != plain.train_psnr[1]
+    bf16 = fit_image(img, cfg, [0, 1], "cpu", split="every-other", log_every=9, fast="bf16")
+    assert bf16.train_psnr != plain.train_psnr
+    assert bf16.train_psnr == pytest.approx(plain.train_psnr, abs=0.5)
+
+
+BLOCK = "import sys\nfor m in ('sqlalchemy', 'celery', 'redis'): sys.modules[m] = None\n"
+
+
+def test_gpu_bench_tiny_runs_without_the_service_packages(tmp_path):
+    out = tmp_path / "gpu.json"
+    code = BLOCK + (f"sys.argv = ['gpu.py', '--tiny', '--device', 'cpu', '--out', {str(out)!r}]\n"
+                    f"import runpy; runpy.run_path({str(ROOT / 'bench' / 'gpu.py')!r}, run_name='__main__')\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["errors"] == {} and r["skipped"] == [] and r["device"] == "cpu" and r["torch"] == torch.__version__
+    t = r["tancik"]
+    for row in ("eager_fp32", "graphs_fp32", "graphs_tf32", "graphs_bf16"):
+        assert t[row]["kind"] == "measured" and t[row]["seconds"] > 0 and t[row]["heldout_psnr"] > 5
+    assert t["graphs_fp32"]["heldout_psnr_diff_db"] == 0.0        # on the CPU the fast path is the same fit
+    assert "eager_tf32" not in t                                  # only when the graphs failed
+    i = r["inr_init"]
+    assert i["fits"] == 10 and i["fast"]["kind"] == "measured" and i["reference"]["kind"].startswith("extrapolated")
+    assert len(i["psnr_fast_minus_single_db"]) == 1 and abs(i["psnr_fast_minus_single_db"][0]) < 0.05 and i["ratio"] > 0
+    c = r["cls"]
+    assert len(c["cells"]) == 8 and {x["batch_size"] for x in c["cells"]} == {4, 64, 512}
+    assert c["cells"][-1]["batch_size"] == 4 and c["fast_kind"] == "measured"
+    for cell in c["cells"]:
+        assert cell["fast"]["kind"] == "measured" and cell["fast"]["epochs_run"] == 1
+        assert cell["reference"]["kind"].startswith("extrapolated") and cell["ratio"] > 0
+        assert len(cell["fast"]["test_acc"]) == 2
+    assert c["ratio"] == pytest.approx(c["reference_seconds"] / c["fast_seconds"], rel=1e-2)
+    assert r["accuracy"]["plain_engine_seed0"]["kind"] == "measured"
+    for check in ("fcn_adam", "cnn_sgd-momentum"):
+        diff = r["cls_check"][check]["max_abs_diff"]
+        assert diff["train_loss"] < 1e-3 and diff["test_loss"] < 1e-3 and diff["test_acc"] <= 1.01 / 32
+    assert "cls cls-sweep batch cnn lr 0.001 batch 4" in p.stdout
