@@ -3,7 +3,7 @@
 * ``build_fcn()``: the PyTorch Quickstart net (Flatten, 784→512, ReLU, 512→512, ReLU, 512→10),
   exactly 669,706 parameters.
 * ``build_cnn(cfg)``: 3 conv layers (each conv → [BatchNorm] → ReLU → [max-pool]) and 2 FC layers,
-  described by a frozen ``CNNConfig``. ``DEFAULT_CNN`` is parameter-matched to the FCN (±2 %).
+  described by a frozen ``CNNConfig``. ``DEFAULT_CNN`` is parameter-matched to the FCN (±1.5 %).
 * ``param_table(model)``: one row per layer with its arithmetic, e.g. ``conv2  32·64·3·3 + 64``;
   the rows add up to ``sum(p.numel())``.
 """
