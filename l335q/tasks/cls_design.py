@@ -155,7 +155,8 @@ def summarise(rows: list[dict], spec: dict) -> list[str]:
     best, ref = ranked[0], next((r for r in ranked if r["default"]), None)
     lines = [f"Best design: {best['design']} ({best['params']:,} parameters, {best['mflops']:.1f} MFLOPs per image, "
              f"{best['cost_vs_default']:.1f}x the default CNN's), mean test accuracy {pct(best['test_acc_mean'])} "
-             f"(sd {pct(best['test_acc_sd'])} over {best['seeds']} seeds)."]
+             + (f"(sd {pct(best['test_acc_sd'])} over {best['seeds']} seeds)." if best["seeds"] > 1 else
+                "(one seed: no spread measured).")]
     if ref is None:
         lines.append("The default CNN has no finished seeds: no design can be compared with it.")
     elif best is ref:
