@@ -1,5 +1,6 @@
-"""What the classification task kinds ``cls-compare`` and ``cls-sweep`` share: their spec keys, a job's data,
-one model trained for one seed with its metrics written, and those metrics read back as curves and a table row."""
+"""What the classification task kinds ``cls-compare``, ``cls-sweep`` and ``cls-design`` share: their spec keys,
+a job's data, one model trained for one seed with its metrics written, and those metrics read back as curves
+and a table row."""
 from __future__ import annotations
 
 from ..results import SubmissionData, mean, mean_curve, sd
@@ -35,14 +36,16 @@ def load_data(params: dict, device: str):
     return data
 
 
-def run_model(name: str, params: dict, seed: int, data, ctx, many_seeds: bool = False, prefix: str = "") -> History:
+def run_model(name: str, params: dict, seed: int, data, ctx, many_seeds: bool = False, prefix: str = "",
+              cnn_config=None) -> History:
     """Train one model for one seed, writing its curves (``<prefix>train_acc`` …) and, for a CNN, its weights
-    and feature maps. Sets ``ctx.state = "diverged"`` when the loss goes non-finite."""
+    and feature maps. A CNN is ``cnn_config`` (a ``CNNConfig``; default ``DEFAULT_CNN``). Sets
+    ``ctx.state = "diverged"`` when the loss goes non-finite."""
     from .engine import train
     from .features import store_cnn
     from .models import build_model, count_params
 
-    model = build_model(name, seed=seed)
+    model = build_model(name, cnn_config, seed=seed)
     cfg = TrainConfig(epochs=params["epochs"], batch_size=params["batch_size"], lr=params["lr"],
                       optimizer=params["optimizer"], seed=seed, device=ctx.device)
     ctx.metric(f"{prefix}params", count_params(model), seed=seed)
@@ -60,6 +63,18 @@ def run_model(name: str, params: dict, seed: int, data, ctx, many_seeds: bool = 
     elif name == "cnn":
         store_cnn(ctx, model, data, seed, many_seeds=many_seeds)
     return history
+
+
+def run_seeds(name: str, params: dict, ctx, cnn_config=None) -> None:
+    """One job of cls-sweep or cls-design: ``run_model`` once per seed of the job on the job's data, with
+    each seed's final accuracies (or where it diverged) in ``ctx.summary``."""
+    data = load_data(params, ctx.device)
+    ctx.summary = {"data": data.source, "train_images": len(data.x_train), "test_images": len(data.x_test)}
+    seeds = params["seeds"]
+    for seed in seeds:
+        h = run_model(name, params, seed, data, ctx, many_seeds=len(seeds) > 1, cnn_config=cnn_config)
+        ctx.summary[f"seed{seed}"] = {"diverged_at": h.diverged_at, **(
+            {"train_acc": h.final.train_acc, "test_acc": h.final.test_acc} if h.final else {})}
 
 
 # ----------------------------------------------------------------------------- reading results

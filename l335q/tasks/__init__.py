@@ -32,6 +32,7 @@ KINDS = {
     "cls-compare": "l335q.tasks.cls_compare",
     "cls-sweep": "l335q.tasks.cls_sweep",
     "cls-features": "l335q.tasks.cls_features",
+    "cls-design": "l335q.tasks.cls_design",
     "inr-init": "l335q.tasks.inr_init",
     "inr-arch": "l335q.tasks.inr_arch",
     "ffn-sigma": "l335q.tasks.ffn_sigma",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from ..classify.jobs import TRAIN_KEYS, curves, load_data, model_row, run_model, subset_note
+from ..classify.jobs import TRAIN_KEYS, curves, model_row, run_seeds, subset_note
 from ..classify.models import MODELS
 from ..classify.sweep_summary import CHANCE, find_sweeps, label, n_seeds, summarise
 from ..plots import band, figure, save
@@ -37,13 +37,7 @@ SCHEMA = Schema(keys={
 
 
 def run(params: dict, ctx) -> None:
-    data = load_data(params, ctx.device)
-    ctx.summary = {"data": data.source, "train_images": len(data.x_train), "test_images": len(data.x_test)}
-    seeds = params["seeds"]
-    for seed in seeds:
-        h = run_model(params["model"], params, seed, data, ctx, many_seeds=len(seeds) > 1)
-        ctx.summary[f"seed{seed}"] = {"diverged_at": h.diverged_at, **(
-            {"train_acc": h.final.train_acc, "test_acc": h.final.test_acc} if h.final else {})}
+    run_seeds(params["model"], params, ctx)
 
 
 # ----------------------------------------------------------------------------- reading results
