@@ -61,7 +61,7 @@ def test_two_designs_one_seed_through_the_service(tmp_path, one_cpu_thread):
 
 
 def test_an_out_of_budget_design_is_refused_by_name(tmp_path):
-    proc = l335q_cmd("submit", write(tmp_path, designs=[OTHER, {"channels": [32, 64, 128], "hidden": 600}]))
+    proc = l335q_cmd("submit", write(tmp_path, designs=[OTHER, {"channels": [32, 64, 128], "pools": [2, 2, 2], "hidden": 600}]))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "entry 2" in proc.stderr and "32-64-128 k3-3-3 p2-2-2 h600" in proc.stderr and "±1.5 %" in proc.stderr
     for bad, words in [({"channels": [256, 256, 256], "kernels": [7, 7, 7]}, "off the FCN"),
