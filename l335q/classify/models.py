@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import UserError
+from .names import MODELS
 
 IMAGE_SIZE = 28          # Fashion-MNIST: 1 x 28 x 28 grey images, 10 classes
 IN_CHANNELS = 1
@@ -139,9 +140,6 @@ class CNN(nn.Module):
 
 def build_cnn(cfg: CNNConfig = DEFAULT_CNN) -> CNN:
     return CNN(cfg)
-
-
-MODELS = ("fcn", "cnn")
 
 
 def build_model(name: str, cnn_config: CNNConfig | None = None, seed: int | None = None) -> nn.Module:

@@ -31,12 +31,9 @@ import torch
 from torch import nn
 
 from .encodings import encode, frequency_matrix
+from .names import ACTIVATIONS, INITIALISERS, OUTPUTS  # noqa: F401  (re-exported)
 from .pixels import Pixels, seed_psnr
 
-INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren",
-                "mean-colour")
-ACTIVATIONS = ("relu", "sine")
-OUTPUTS = ("sigmoid", "relu")
 SIREN_W0 = 30.0
 RENDER_PIXELS = 65_536            # pixels per forward pass when rendering or scoring
 

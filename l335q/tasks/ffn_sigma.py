@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import fit_image
 from ..fields.jobs import field_config, field_keys, resolve_sigma, seed_metrics
 from ..fields.summary import training_text
-from ..plots import band, figure, image_png, png_array, save
 from ..results import SubmissionData, Table, gap_se, group_jobs, mean, sd, unfinished_note
 from ..specs import Key, Schema
 from .inr_init import target_image
@@ -48,6 +46,9 @@ SCHEMA = Schema(keys=SCHEMA_KEYS, seeds_per_job=None, prepare=add_auto)
 
 
 def run(params: dict, ctx) -> None:
+    from ..fields.engine import fit_image
+    from ..plots import image_png
+
     img = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
     seeds = params["seeds"]
     cfg, choice = resolve_sigma(img, field_config(params, encoding="gaussian"), params, SPLIT, ctx)
@@ -141,6 +142,8 @@ def results(data: SubmissionData) -> Table:
 
 
 def _recon(data: SubmissionData, job) -> np.ndarray | None:
+    from ..plots import png_array
+
     arts = data.artifacts(job.id, "recon")
     return png_array(arts[0].data) if arts else None
 
@@ -148,6 +151,8 @@ def _recon(data: SubmissionData, job) -> np.ndarray | None:
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """Held-out PSNR against σ per image (log axis, ±sd band, auto σ as a star), and a reconstruction grid:
     one row per image (target, each σ, auto)."""
+    from ..plots import band, figure, save
+
     by_image = cells(data)
     images = sorted(by_image)
     sigmas = sorted({s for c in by_image.values() for s in c["grid"]})

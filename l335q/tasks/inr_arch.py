@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import fit_image
 from ..fields.jobs import check_auto, field_config, field_keys, resolve_sigma, seed_metrics, varying
 from ..fields.summary import consistency
-from ..plots import figure, image_png, save
 from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
 from ..specs import Schema
 
@@ -33,6 +31,9 @@ SCHEMA = Schema(keys=field_keys(depth=[2, 4], width=[64, 256], loss=["mse", "l1"
 
 
 def run(params: dict, ctx) -> None:
+    from ..fields.engine import fit_image
+    from ..plots import image_png
+
     img = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
     seeds, split = params["seeds"], params["split"]
     cfg, choice = resolve_sigma(img, field_config(params), params, split, ctx)
@@ -87,6 +88,8 @@ def results(data: SubmissionData) -> Table:
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """PSNR of every configuration on every input: one line per input over configurations ordered by mean
     rank (parallel lines = a consistent ranking), ±sd over seeds as error bars."""
+    from ..plots import figure, save
+
     table = results(data)
     config_keys, input_keys = columns_of(data)
     conf = lambda r: tuple(r[k] for k in config_keys)

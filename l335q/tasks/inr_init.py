@@ -26,12 +26,10 @@ import math
 from pathlib import Path
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import FieldConfig, fit_image
 from ..fields.jobs import varying
-from ..fields.models import INITIALISERS, OUTPUTS
+from ..fields.names import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
 from ..optim import OPTIMIZERS
-from ..plots import figure, image_png, png_array, save
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
 
@@ -53,12 +51,17 @@ SCHEMA = Schema(keys={
 
 
 def config(params: dict) -> FieldConfig:
+    from ..fields.engine import FieldConfig
+
     return FieldConfig(depth=params["depth"], width=params["width"], activation="relu", output=params["output"],
                        encoding="none", init=params["initialiser"], optimizer=params["optimizer"], lr=params["lr"],
                        steps=params["steps"])
 
 
 def run(params: dict, ctx) -> None:
+    from ..fields.engine import fit_image
+    from ..plots import image_png
+
     img = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
     seeds = params["seeds"]
     ctx.log(f"{params['initialiser']}: fitting {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
@@ -165,6 +168,8 @@ def plot(data: SubmissionData, out: Path, **options) -> None:
     """PSNR per seed for each initialiser (box and points, 15 dB line), and the target beside each
     initialiser's worst-seed reconstruction."""
     import numpy as np
+
+    from ..plots import figure, png_array, save
 
     extra, by_cell = cells(data)
     keys = sorted(by_cell, key=lambda k: tuple(map(str, k[1:])) + (INITIALISERS.index(k[0]),))
