@@ -12,7 +12,7 @@
 Runs are interleaved (reference, l335q, reference, ...) after one warm-up each; medians of --repeat.
 The ratio is reference seconds / l335q seconds (above 1: l335q is faster). With --check, two l335q runs of the
 same seed must give identical numbers (reproducibility on the CPU).
-Usage: python bench/cpu_speed.py {cnn,fields,both} [--repeat 3] [--threads 2] [--out results.json]
+Usage: python bench/cpu_speed.py {cnn,fields,both} [--repeat 3] [--threads 2] [--steps 500] [--out results.json]
 """
 from __future__ import annotations
 
@@ -108,17 +108,18 @@ def reference_fit(img, cfg: FieldConfig, seed: int) -> tuple[float, float]:
     return float(train[0]), float(held[0])
 
 
-def fields(repeat: int) -> dict:
+def fields(repeat: int, steps: int = TANCIK.steps) -> dict:
     img = tancik_image()
+    cfg = FieldConfig(**{**TANCIK.as_dict(), "steps": steps})
 
     def ref():
         t0 = time.perf_counter()
-        psnrs = [reference_fit(img, TANCIK, s) for s in SEEDS]
+        psnrs = [reference_fit(img, cfg, s) for s in SEEDS]
         return time.perf_counter() - t0, [round(h, 3) for _, h in psnrs]
 
     def ours():
         t0 = time.perf_counter()
-        res = fit_image(img, TANCIK, SEEDS, "cpu", split="every-other")
+        res = fit_image(img, cfg, SEEDS, "cpu", split="every-other")
         return time.perf_counter() - t0, [round(h, 3) for h in res.heldout_psnr]
 
     warm = FieldConfig(**{**TANCIK.as_dict(), "steps": 20})
@@ -126,7 +127,7 @@ def fields(repeat: int) -> dict:
     fit_image(img, warm, SEEDS, "cpu", split="every-other")
     r, o, refs, outs = interleaved(ref, ours, repeat)
     print(f"  held-out PSNR per seed: reference {refs[0]}, l335q {outs[0]}", flush=True)
-    return {"benchmark": "field fits", "setup": "128 px every-other, gaussian m 256 σ 10, 4x256, Adam 1e-3, 500 steps",
+    return {"benchmark": "field fits", "setup": f"128 px every-other, gaussian m 256 σ 10, 4x256, Adam 1e-3, {steps} steps",
             "seeds": SEEDS, "reference_s": round(r, 2), "l335q_s": round(o, 2), "ratio": round(r / o, 2),
             "reference_heldout_psnr": refs[0], "l335q_heldout_psnr": outs[0],
             "max_psnr_gap_db": round(max(abs(a - b) for a, b in zip(refs[0], outs[0])), 3),
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("which", choices=("cnn", "fields", "both"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=TANCIK.steps, help="field fits: steps (the setup's 500 by default)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -145,12 +147,13 @@ def main() -> None:
             "threads": torch.get_num_threads(), "repeat": a.repeat, "load_avg_start": os.getloadavg()[0]}
     rows = []
     for which in (("cnn", "fields") if a.which == "both" else (a.which,)):
-        rows.append({"cnn": cnn, "fields": fields}[which](a.repeat))
+        rows.append(cnn(a.repeat) if which == "cnn" else fields(a.repeat, a.steps))
         print(json.dumps(rows[-1]), flush=True)
     head["load_avg_end"] = os.getloadavg()[0]
     print(f"{'benchmark':<12} {'reference s':>11} {'l335q s':>8} {'ratio':>6}  same numbers")
     for r in rows:
-        print(f"{r['benchmark']:<12} {r['reference_s']:>11.2f} {r['l335q_s']:>8.2f} {r['ratio']:>5.2f}x  {r['same_numbers']}")
+        print(f"{r['benchmark']:<12} {r['reference_s']:>11.2f} {r['l335q_s']:>8.2f} {r['ratio']:>5.2f}x  "
+              f"{r['same_numbers']}")
     if a.out:
         Path(a.out).write_text(json.dumps({**head, "results": rows}, indent=1) + "\n")
 

@@ -132,7 +132,7 @@ class BatchedMLP(nn.Module):
         """The last hidden layer's activations (S, N, width)."""
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             x = linear(x, w, b)
-            x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
+            x = torch.relu_(x) if self.activation == "relu" else torch.sin(self.w0 * x)  # in place: no second buffer
         return x
 
     def pre_output(self, x: torch.Tensor) -> torch.Tensor:
