@@ -125,3 +125,62 @@ def test_enqueue_publishes_one_message_per_job_across_batches(service_env):
         assert queued_job_ids([queue]) == set(ids)
     finally:
         _redis().delete(queue)
+
+
+# Runs the real CLI entry point and, at exit, prints the heavy modules it imported (to stderr, last line).
+HEAVY = ("torch", "torchvision", "matplotlib", "skimage")
+RUN_AND_REPORT = ("import atexit, sys; from l335q.cli.main import main; "
+                  f"atexit.register(lambda: print('imported:', sorted(m for m in {HEAVY!r} if m in sys.modules), "
+                  "file=sys.stderr)); sys.argv = ['l335q', *sys.argv[1:]]; main()")
+
+
+def cli_imports(args: list[str], env: dict) -> tuple[str, list[str]]:
+    """(stdout, heavy modules imported) of ``l335q ARGS`` run as a fresh process."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", RUN_AND_REPORT, *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("imported: "), proc.stderr
+    return proc.stdout, ast.literal_eval(last.removeprefix("imported: "))
+
+
+def test_submit_status_results_import_no_torch(service_env, tmp_path):
+    """What a user types to submit a grid and look at it starts without torch or matplotlib (seconds of start-up):
+    `l335q submit` in service mode (the jobs are stored and published), `status` and `results`."""
+    import yaml
+
+    from l335q.worker.app import _redis
+
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(yaml.safe_dump(grid_spec("sample:camera", 20)))
+    queue = service_env["L335Q_TEST_QUEUE"]
+    try:
+        out, heavy = cli_imports(["submit", str(spec), "--queue", queue], service_env)
+        assert heavy == [], heavy
+        assert _redis().llen(queue) == 20
+    finally:
+        _redis().delete(queue)
+    sub_id = int(out.split()[0])
+    out, heavy = cli_imports(["status", str(sub_id)], service_env)
+    assert heavy == [] and "20 queued" in out, (heavy, out)
+    out, heavy = cli_imports(["results", "--task", "inr-init", "--submission", str(sub_id), "--format", "json"],
+                             service_env)
+    assert heavy == [], heavy
+
+
+def test_every_kind_builds_its_schema_and_results_without_torch():
+    """Each task kind's module (its spec schema, its results table) imports without torch or matplotlib: they
+    load only inside ``run`` (a job) and ``plot`` (a figure)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from l335q.tasks import KINDS, get_kind; [get_kind(k) for k in KINDS]; "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout

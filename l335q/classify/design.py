@@ -19,8 +19,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 from .. import UserError
-from .models import (DEFAULT_CNN, IMAGE_SIZE, IN_CHANNELS, NUM_CLASSES, CNNConfig, build_model, count_params,
-                     param_table)
+from .names import DEFAULT_CNN, IMAGE_SIZE, IN_CHANNELS, NUM_CLASSES, CNNConfig
 
 TOLERANCE = 0.015
 KERNELS = (3, 5, 7)
@@ -111,6 +110,8 @@ def search(budget: int, base: CNNConfig = DEFAULT_CNN, tolerance: float = TOLERA
 
 def verify(design: Design) -> list[dict]:
     """Build the design and return its per-layer arithmetic; the analytic count must be the real one."""
+    from .models import build_model, count_params, param_table
+
     model = build_model("cnn", design.config, seed=0)
     real = count_params(model)
     if real != design.params:
@@ -123,8 +124,9 @@ def probe(designs: list[Design], device: str = "cpu", seed: int = 0, steps: int 
     """Train each design briefly (Adam 1e-3, batch 64, about ``steps`` steps on the first ``train_images``
     training images) through the training engine; return them ranked by accuracy on the first
     ``test_images`` test images (best first; a diverged probe ranks last)."""
-    from .jobs import load_data
     from .engine import TrainConfig, train
+    from .jobs import load_data
+    from .models import build_model
 
     data = load_data({"train_subset": train_images, "test_subset": test_images}, device)
     epochs = max(1, round(steps * PROBE_BATCH / train_images))

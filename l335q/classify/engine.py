@@ -6,6 +6,9 @@ After each epoch, with the model in eval mode, accuracy and loss are measured ov
 and the whole test set. A non-finite training loss stops training: ``History.diverged_at`` says at which
 epoch. On the CPU the same seed gives the same numbers (the caller seeds the model's initial weights,
 see ``models.build_model(..., seed=)``; this loop seeds the shuffling and dropout).
+On the CPU a model with 2-D convolutions trains and evaluates in channels-last memory format (oneDNN's
+preferred layout: bench/cpu_speed.py measures it) and is handed back in the default format; evaluation runs
+in inference mode, in batches of ``EVAL_BATCH`` (``CPU_EVAL_BATCH`` on the CPU, where smaller batches stay in cache).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ..checkpoints import NO_CHECKPOINTS, Interrupted, rng_state, set_rng_state
 from ..optim import make_optimizer
 
 EVAL_BATCH = 2000
+CPU_EVAL_BATCH = 256
 
 log = logging.getLogger("l335q.train")
 
@@ -62,9 +66,11 @@ class History:
         return self.epochs[-1] if self.epochs else None
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` in eval mode over all of ``x``."""
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int | None = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` in eval mode over all of ``x``, ``batch`` images at a time
+    (default: ``CPU_EVAL_BATCH`` on the CPU, ``EVAL_BATCH`` elsewhere)."""
+    batch = batch or (CPU_EVAL_BATCH if x.device.type == "cpu" else EVAL_BATCH)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=x.device)
@@ -94,10 +100,29 @@ def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], 
         return train_fused([model], data, cfg, [cfg.seed], on_epoch=on_epoch and (lambda _, e: on_epoch(e)),
                            log_fn=say)[0]
     model.to(device)
+    layout = channels_last_on_cpu(model, device)
+    try:
+        return _train(model, data, cfg, on_epoch, say, ckpt, device, layout)
+    finally:
+        if layout is torch.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
+
+def channels_last_on_cpu(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """``torch.channels_last`` (and the model converted to it) for a model with 2-D convolutions on the CPU;
+    otherwise ``torch.contiguous_format``, the model untouched. Parameters keep their identity (in place)."""
+    if device.type != "cpu" or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
+    return torch.channels_last
+
+
+def _train(model, data, cfg, on_epoch, say, ckpt, device, layout) -> History:
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)                     # dropout masks
-    x, y = data.x_train, data.y_train
+    x, y = data.x_train.contiguous(memory_format=layout), data.y_train
+    x_test = data.x_test.contiguous(memory_format=layout)
     n = len(x)
     history = History()
     stage = ckpt.stage()
@@ -149,7 +174,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], 
             say(f"epoch {epoch}/{cfg.epochs}: training loss is not finite — diverged, training stopped")
             break
         train_acc, train_loss = evaluate(model, x, y)
-        test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+        test_acc, test_loss = evaluate(model, x_test, data.y_test)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             history.diverged_at = epoch
             say(f"epoch {epoch}/{cfg.epochs}: evaluation loss is not finite — diverged, training stopped")

@@ -3,11 +3,15 @@ a job's data, one model trained for one seed with its metrics written, and those
 and a table row."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..optim import OPTIMIZERS
 from ..results import SubmissionData, mean, mean_curve, sd
 from ..specs import Key
 from .diagnosis import diagnose
-from ..optim import OPTIMIZERS
-from .engine import History, TrainConfig
+
+if TYPE_CHECKING:
+    from .engine import History
 
 CURVES = ("train_acc", "test_acc", "train_loss", "test_loss", "seconds")
 
@@ -41,7 +45,7 @@ def run_model(name: str, params: dict, seed: int, data, ctx, many_seeds: bool = 
     """Train one model for one seed, writing its curves (``<prefix>train_acc`` …) and, for a CNN, its weights
     and feature maps. A CNN is ``cnn_config`` (a ``CNNConfig``; default ``DEFAULT_CNN``). Sets
     ``ctx.state = "diverged"`` when the loss goes non-finite."""
-    from .engine import train
+    from .engine import TrainConfig, train
     from .features import store_cnn
     from .models import build_model, count_params
 

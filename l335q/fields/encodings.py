@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-ENCODINGS = ("none", "basic", "posenc", "gaussian")
+from .names import ENCODINGS  # noqa: F401  (re-exported)
 
 
 def posenc_frequencies(features: int, sigma: float) -> torch.Tensor:

@@ -22,11 +22,11 @@ from .. import UserError
 from ..checkpoints import NO_CHECKPOINTS, Interrupted
 from ..graphs import Steps, make_capturable
 from ..optim import MOMENTUM, OPTIMIZERS, make_optimizer
-from .encodings import ENCODINGS, frequency_matrix
-from .models import ACTIVATIONS, INITIALISERS, OUTPUTS, Field
+from .encodings import frequency_matrix
+from .models import Field
+from .names import ACTIVATIONS, ENCODINGS, INITIALISERS, LOSSES, OUTPUTS
 from .pixels import Pixels, psnr, seed_psnr  # noqa: F401  (psnr: part of the engine's interface)
 
-LOSSES = ("mse", "l1", "huber")
 CPU_BUDGET_BYTES = 3 * 2**30      # working memory assumed on a CPU device
 CHECK_EVERY = 50                  # steps between looks at the checkpoint clock and the stop flag
 

@@ -1,17 +1,20 @@
 """What the neural-field task kinds ``inr-arch``, ``ffn-sigma`` and ``upsample`` share: their spec keys,
-the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, per-seed metrics, and the pack key."""
+the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, per-seed metrics, and the pack key.
+Torch-free at import (a task's schema is built at submit time): the engine loads when a job runs."""
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..data.images import SPLITS
 from ..optim import OPTIMIZERS
 from ..specs import Key, SpecError
-from .autosigma import SigmaChoice, auto_sigma
-from .encodings import ENCODINGS
-from .engine import LOSSES, FieldConfig
-from .models import ACTIVATIONS, INITIALISERS, OUTPUTS
+from .names import ACTIVATIONS, ENCODINGS, INITIALISERS, LOSSES, OUTPUTS
+
+if TYPE_CHECKING:
+    from .autosigma import SigmaChoice
+    from .engine import FieldConfig
 
 
 def field_keys(**defaults) -> dict[str, Key]:
@@ -48,6 +51,8 @@ def check_auto(params: dict) -> None:
 
 def field_config(params: dict, **over) -> FieldConfig:
     """The FieldConfig of a job's params (keys it lacks keep FieldConfig's defaults); σ auto is a placeholder."""
+    from .engine import FieldConfig
+
     names = FieldConfig.__dataclass_fields__
     cfg = FieldConfig(**{k: v for k, v in params.items() if k in names and k != "sigma"}, **over)
     if params.get("sigma") not in (None, "auto"):
@@ -59,6 +64,8 @@ def resolve_sigma(img, cfg: FieldConfig, params: dict, split: str, ctx) -> tuple
     """With ``sigma: auto``, choose σ from the training pixels of ``img`` (job's first seed); record the choice."""
     if params.get("sigma") != "auto":
         return cfg, None
+    from .autosigma import auto_sigma
+
     choice = auto_sigma(img, cfg, split, seed=params["seeds"][0], device=ctx.device, log=ctx.log)
     ctx.log(choice.text())
     return replace(cfg, sigma=choice.sigma), choice

@@ -31,12 +31,9 @@ import torch
 from torch import nn
 
 from .encodings import encode, frequency_matrix
+from .names import ACTIVATIONS, INITIALISERS, OUTPUTS  # noqa: F401  (re-exported)
 from .pixels import Pixels, seed_psnr
 
-INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "siren",
-                "mean-colour")
-ACTIVATIONS = ("relu", "sine")
-OUTPUTS = ("sigmoid", "relu")
 SIREN_W0 = 30.0
 RENDER_PIXELS = 65_536            # pixels per forward pass when rendering or scoring
 
@@ -135,7 +132,7 @@ class BatchedMLP(nn.Module):
         """The last hidden layer's activations (S, N, width)."""
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             x = linear(x, w, b)
-            x = torch.relu(x) if self.activation == "relu" else torch.sin(self.w0 * x)
+            x = torch.relu_(x) if self.activation == "relu" else torch.sin(self.w0 * x)  # in place: no second buffer
         return x
 
     def pre_output(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,7 @@ import torch
 
 from .. import UserError
 from .engine import psnr
-
-BASELINES = ("bicubic", "bilinear", "nearest")
-METHODS = ("inr",) + BASELINES
+from .names import BASELINES, METHODS  # noqa: F401  (re-exported)
 
 
 def dense_grid(h: int, w: int, factor: int) -> np.ndarray:

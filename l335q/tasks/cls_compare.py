@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.ticker import MaxNLocator
-
 from ..classify.jobs import TRAIN_KEYS, curves, load_data, model_row, run_model, subset_note
-from ..classify.models import MODELS
+from ..classify.names import MODELS
 from ..classify.sweep_summary import n_seeds
-from ..plots import band, figure, save
 from ..results import SubmissionData, Table, mean, mean_curve, sd
 from ..specs import Schema
 
@@ -76,6 +73,10 @@ def results(data: SubmissionData) -> Table:
 
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """Accuracy (left) and loss (right) against epoch, both models, train dashed and test solid, ±sd bands."""
+    from matplotlib.ticker import MaxNLocator
+
+    from ..plots import band, figure, save
+
     fig, axes = figure(1, 2, size=(5.5, 4.0))
     for model, color in zip(MODELS, ("tab:blue", "tab:orange")):
         for split, style in (("train", "--"), ("test", "-")):

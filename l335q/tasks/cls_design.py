@@ -20,12 +20,9 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from pathlib import Path
 
-from matplotlib.ticker import MaxNLocator
-
 from ..classify.design import TOLERANCE, count, search
 from ..classify.jobs import TRAIN_KEYS, curves, model_row, run_seeds, subset_note
-from ..classify.models import DEFAULT_CNN, FCN_PARAMS, CNNConfig, hidden_for_budget
-from ..plots import band, figure, save
+from ..classify.names import DEFAULT_CNN, FCN_PARAMS, CNNConfig
 from ..results import SubmissionData, Table, gap_se, mean_curve, unfinished_note
 from ..specs import Key, Schema, SpecError
 from .. import UserError
@@ -58,6 +55,8 @@ def check_design(i: int, entry) -> CNNConfig:
     except UserError as exc:
         raise SpecError(f"{where}: {exc}") from None
     if entry.get("hidden") is None:
+        from ..classify.models import hidden_for_budget
+
         cfg = replace(cfg, hidden=hidden_for_budget(cfg))
     params, _ = count(cfg)
     off = params / FCN_PARAMS - 1
@@ -205,6 +204,10 @@ def results(data: SubmissionData) -> Table:
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """Mean test accuracy against epoch, one line (± sd band) per design, the default CNN in black; the mark
     TARGET as a dotted line."""
+    from matplotlib.ticker import MaxNLocator
+
+    from ..plots import band, figure, save
+
     fig, axes = figure(1, 1, size=(7.5, 4.5))
     ax = axes[0, 0]
     groups = by_design(data)

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from .. import UserError
-from ..classify.features import WEIGHTS_NAME, layer_maps, load_cnn, mosaic, one_per_class, show_map
-from ..plots import figure, save
 from ..results import SubmissionData, Table
 
 DEFAULT_SAMPLES = 3
@@ -34,6 +30,8 @@ def parse_samples(samples: str | None, n_test: int, default: list[int]) -> list[
 
 
 def _weights(data: SubmissionData, job_id: int | None):
+    from ..classify.features import WEIGHTS_NAME
+
     if job_id is None:
         raise UserError("cls-features draws one job's CNN: give --job ID (a cls-compare or cls-sweep CNN job)")
     arts = [a for a in data.artifacts(job_id) if a.name.endswith(WEIGHTS_NAME)]
@@ -48,7 +46,11 @@ def results(data: SubmissionData) -> Table:
 
 
 def plot(data: SubmissionData, out: Path, job_id: int | None = None, samples: str | None = None, **_) -> None:
+    import torch
+
+    from ..classify.features import layer_maps, load_cnn, mosaic, one_per_class, show_map
     from ..data import fashion_mnist
+    from ..plots import figure, save
 
     art = _weights(data, job_id)
     model = load_cnn(art.data, art.meta["config"])

@@ -14,12 +14,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from matplotlib.ticker import MaxNLocator
-
 from ..classify.jobs import TRAIN_KEYS, curves, model_row, run_seeds, subset_note
-from ..classify.models import MODELS
+from ..classify.names import MODELS
 from ..classify.sweep_summary import CHANCE, find_sweeps, label, n_seeds, summarise
-from ..plots import band, figure, save
 from ..results import JobData, SubmissionData, Table, group_jobs, mean, mean_curve, unfinished_note
 from ..specs import Key, Schema
 
@@ -101,6 +98,10 @@ def results(data: SubmissionData) -> Table:
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """Accuracy against epoch, one panel per sweep (a swept axis with the others fixed): one colour per value,
     test solid, train dashed, mean ± sd over seeds."""
+    from matplotlib.ticker import MaxNLocator
+
+    from ..plots import band, figure, save
+
     groups = group_jobs(data.done(), CELL)
     rows = [{"model": m, "lr": lr, "batch_size": b} for m, lr, b in sorted(groups)]
     sweeps = find_sweeps(rows)

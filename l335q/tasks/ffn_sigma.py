@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import fit_image
 from ..fields.jobs import field_config, field_keys, pack_key, resolve_sigma, seed_metrics  # noqa: F401
 from ..fields.summary import training_text
 from ..packing import all_seeds, shares
-from ..plots import band, figure, image_png, png_array, save
 from ..results import SubmissionData, Table, gap_se, group_jobs, mean, sd, unfinished_note
 from ..specs import Key, Schema
 from .inr_init import target_image
@@ -55,6 +53,8 @@ def run(params: dict, ctx) -> None:
 def run_packed(jobs: list[dict], ctxs: list) -> None:
     """Jobs whose params differ only in ``seeds`` (one job, or a worker's pack: ``l335q.packing``; σ auto jobs
     run alone) as ONE batched fit; each job's context gets what it would have written alone."""
+    from ..fields.engine import fit_image
+
     params, first = jobs[0], ctxs[0]
     img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
     seeds = all_seeds(jobs)
@@ -66,6 +66,8 @@ def run_packed(jobs: list[dict], ctxs: list) -> None:
 
 
 def _write(seeds: list[int], result, img, cfg, choice, ctx) -> None:
+    from ..plots import image_png
+
     seed_metrics(ctx, "train_psnr", seeds, result.train_psnr)
     seed_metrics(ctx, "heldout_psnr", seeds, result.heldout_psnr)
     if choice:
@@ -154,6 +156,8 @@ def results(data: SubmissionData) -> Table:
 
 
 def _recon(data: SubmissionData, job) -> np.ndarray | None:
+    from ..plots import png_array
+
     arts = data.artifacts(job.id, "recon")
     return png_array(arts[0].data) if arts else None
 
@@ -161,6 +165,8 @@ def _recon(data: SubmissionData, job) -> np.ndarray | None:
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """Held-out PSNR against σ per image (log axis, ±sd band, auto σ as a star), and a reconstruction grid:
     one row per image (target, each σ, auto)."""
+    from ..plots import band, figure, save
+
     by_image = cells(data)
     images = sorted(by_image)
     sigmas = sorted({s for c in by_image.values() for s in c["grid"]})

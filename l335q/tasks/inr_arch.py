@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import fit_image
 from ..fields.jobs import (check_auto, field_config, field_keys, pack_key, resolve_sigma,  # noqa: F401
                            seed_metrics, varying)
 from ..fields.summary import consistency
 from ..packing import all_seeds, shares
-from ..plots import figure, image_png, save
 from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
 from ..specs import Schema
 
@@ -41,6 +39,8 @@ def run(params: dict, ctx) -> None:
 def run_packed(jobs: list[dict], ctxs: list) -> None:
     """Jobs whose params differ only in ``seeds`` (one job, or a worker's pack: ``l335q.packing``; σ auto jobs
     run alone) as ONE batched fit; each job's context gets what it would have written alone."""
+    from ..fields.engine import fit_image
+
     params, first = jobs[0], ctxs[0]
     img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
     seeds, split = all_seeds(jobs), params["split"]
@@ -53,6 +53,8 @@ def run_packed(jobs: list[dict], ctxs: list) -> None:
 
 
 def _write(params: dict, result, img, cfg, choice, ctx) -> None:
+    from ..plots import image_png
+
     seeds, split = params["seeds"], params["split"]
     scored = result.heldout_psnr if split == "every-other" else result.train_psnr
     seed_metrics(ctx, "train_psnr", seeds, result.train_psnr)
@@ -102,6 +104,8 @@ def results(data: SubmissionData) -> Table:
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """PSNR of every configuration on every input: one line per input over configurations ordered by mean
     rank (parallel lines = a consistent ranking), ±sd over seeds as error bars."""
+    from ..plots import figure, save
+
     table = results(data)
     config_keys, input_keys = columns_of(data)
     conf = lambda r: tuple(r[k] for k in config_keys)

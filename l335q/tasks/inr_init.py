@@ -26,13 +26,11 @@ import math
 from pathlib import Path
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import FieldConfig, fit_image
 from ..fields.jobs import varying
-from ..fields.models import INITIALISERS, OUTPUTS
+from ..fields.names import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
 from ..optim import OPTIMIZERS
 from ..packing import all_seeds, shares
-from ..plots import figure, image_png, png_array, save
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
 
@@ -54,6 +52,8 @@ SCHEMA = Schema(keys={
 
 
 def config(params: dict) -> FieldConfig:
+    from ..fields.engine import FieldConfig
+
     return FieldConfig(depth=params["depth"], width=params["width"], activation="relu", output=params["output"],
                        encoding="none", init=params["initialiser"], optimizer=params["optimizer"], lr=params["lr"],
                        steps=params["steps"])
@@ -66,6 +66,8 @@ def run(params: dict, ctx) -> None:
 def run_packed(jobs: list[dict], ctxs: list) -> None:
     """Jobs whose params differ only in ``seeds`` (one job alone, or a worker's pack, see ``l335q.packing``): all
     their seeds as ONE batched fit; each job's context gets the rows and images of its own seeds."""
+    from ..fields.engine import fit_image
+
     params, first = jobs[0], ctxs[0]
     img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
     seeds = all_seeds(jobs)
@@ -76,6 +78,8 @@ def run_packed(jobs: list[dict], ctxs: list) -> None:
 
 
 def _write(seeds: list[int], result, img, ctx) -> None:
+    from ..plots import image_png
+
     for seed, value in zip(seeds, result.train_psnr):
         ctx.metric("psnr", math.nan if value is None else value, seed=seed)
     for i, seed in enumerate(seeds):
@@ -178,6 +182,8 @@ def plot(data: SubmissionData, out: Path, **options) -> None:
     """PSNR per seed for each initialiser (box and points, 15 dB line), and the target beside each
     initialiser's worst-seed reconstruction."""
     import numpy as np
+
+    from ..plots import figure, png_array, save
 
     extra, by_cell = cells(data)
     keys = sorted(by_cell, key=lambda k: tuple(map(str, k[1:])) + (INITIALISERS.index(k[0]),))

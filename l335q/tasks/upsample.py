@@ -21,10 +21,8 @@ import numpy as np
 
 from .. import UserError
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.engine import fit_image
 from ..fields.jobs import check_auto, field_config, field_keys, resolve_sigma
-from ..fields.upsampling import BASELINES, METHODS, downsample, interpolate, render_dense, scores
-from ..plots import figure, image_png, png_array, save
+from ..fields.names import BASELINES, METHODS
 from ..results import SubmissionData, Table, group_jobs, mean, sd
 from ..specs import Key, Schema, SpecError
 
@@ -45,6 +43,10 @@ SCHEMA = Schema(keys=SCHEMA_KEYS, seeds_per_job=None, check=check)
 
 
 def run(params: dict, ctx) -> None:
+    from ..fields.engine import fit_image
+    from ..fields.upsampling import downsample, interpolate, render_dense, scores
+    from ..plots import image_png
+
     original = resize(load_image(params["image"], loader=ctx.input_bytes), params["resolution"])
     K, seeds = params["factor"], params["seeds"]
     low = downsample(original, K)
@@ -131,6 +133,8 @@ def zoom_box(img: np.ndarray, frac: float = 0.25) -> tuple[int, int, int]:
 def plot(data: SubmissionData, out: Path, **options) -> None:
     """Per job: original and the four upsamplings side by side, and below them the same zoomed crop."""
     import matplotlib.patches as patches
+
+    from ..plots import figure, png_array, save
 
     jobs = data.done()
     if options.get("job_id"):
