@@ -158,45 +158,13 @@ def _print_status(sub_id: int) -> None:
 @click.option("--limit", default=10, show_default=True, help="How many recent submissions without an ID.")
 def status(submission_id, limit):
     """Job counts by state, for one submission or the most recent ones."""
-    from sqlalchemy import func, select
+    from l335q.config import database_url
+    from l335q.status import read
 
-    from l335q.db import Job, Submission, get_submission, session_scope
-
-    with session_scope() as s:
-        subs = [get_submission(s, submission_id)] if submission_id else \
-            list(s.scalars(select(Submission).order_by(Submission.id.desc()).limit(limit)))
-        for sub in subs:
-            counts = dict(s.execute(select(Job.state, func.count()).where(Job.submission_id == sub.id)
-                                    .group_by(Job.state)).all())
-            total = sum(counts.values())
-            states = ", ".join(f"{counts[k]} {k}" for k in sorted(counts))
-            click.echo(f"{sub.id:>5}  {sub.task:<12} {total:>4} jobs: {states}  {sub.title or ''}".rstrip())
-            if submission_id:
-                for line in _job_lines(s, sub.id):
-                    click.echo(line)
-
-
-def _job_lines(s, sub_id: int) -> list[str]:
-    """Each failed job's error; each running job's worker, progress and lease age."""
-    from sqlalchemy import select
-
-    from l335q.db import Job, utcnow
-    from l335q.service import last_line
-
-    now = utcnow()
-    lines = []
-    for job in s.scalars(select(Job).where(Job.submission_id == sub_id, Job.state.in_(["failed", "running"]))
-                         .order_by(Job.id)):
-        if job.state == "failed":
-            lines.append(f"       job {job.id} failed: {last_line(job.error)}")
-            continue
-        p = job.progress or {}
-        where = f"{p['unit']} {p['done']} of {p['total']}" + (f" (stage {p['stage'] + 1})" if p.get("stage") else "") \
-            if p else "starting"
-        age = f"{(now - job.heartbeat_at).total_seconds():.0f} s" if job.heartbeat_at else "none"
-        lines.append(f"       job {job.id} running on {job.worker}: {where}, lease renewed {age} ago "
-                     f"(lease {job.lease_s or 0:.0f} s), attempt {job.attempts}")
-    return lines
+    for sub in read(database_url(), submission_id, limit):
+        click.echo(sub.line())
+        for line in sub.lines:
+            click.echo(line)
 
 
 @cli.command()

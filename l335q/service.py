@@ -24,6 +24,7 @@ from sqlalchemy import func, or_, select, text
 
 from .config import broker_url, queued_grace_seconds
 from .db import FINAL_STATES, Job, ensure_schema, get_submission, session_scope, utcnow
+from .status import last_line  # noqa: F401  (report.py and the API read it here)
 from .runner import execute_job, lease_expired, worker_lost
 
 QUEUE = "l335q"
@@ -140,10 +141,6 @@ def wait(submission_id: int, on_progress: Callable[[int, int], None], poll: floa
         if timeout is not None and time.monotonic() - t0 > timeout:
             raise TimeoutError(f"submission {submission_id}: {final}/{total} jobs final after {timeout:.0f} s")
         time.sleep(poll)
-
-
-def last_line(error: str | None) -> str:
-    return ((error or "").strip().splitlines() or [""])[-1]
 
 
 def failures(submission_id: int, url: str | None = None) -> list[tuple[str, list[int]]]:
