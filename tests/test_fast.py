@@ -51,9 +51,13 @@ def test_fused_seeds_train_as_the_plain_loop(data, name, cnn_config, optimizer):
             assert ef.test_acc == pytest.approx(ep.test_acc, abs=1.01 / 96)
             assert ef.train_loss == pytest.approx(ep.train_loss, abs=1e-4)
             assert ef.test_loss == pytest.approx(ep.test_loss, abs=1e-4)
-    for a, b in zip(fm, pm):                       # train_fused copies the trained weights back
+    # train_fused copies the trained weights back. On the CPU the plain loop runs a CNN channels-last and the
+    # fused model's grouped convolutions do not, so their sums round in other orders (and differently again with
+    # 2 threads): after 16 steps the weights (of scale 0.1-1) drift apart by up to ~2e-3; another seed's weights
+    # differ by ~1e-1. The losses above agree to 1e-4.
+    for a, b in zip(fm, pm):
         for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
-            assert torch.allclose(va.float(), vb.float(), atol=1e-4), k
+            assert torch.allclose(va.float(), vb.float(), atol=5e-3), k
     assert fused[0].epochs[-1].test_loss != fused[1].epochs[-1].test_loss     # the seeds are not one model
 
 
