@@ -21,6 +21,12 @@ SMALL = {"task": "inr-init", "image": "sample:camera", "resolution": 10, "steps"
          "initialiser": "default", "output": "relu", "seeds": "0-4", "seed_group": 1, "device": "cpu"}
 
 
+@pytest.fixture(autouse=True)
+def packing_on(monkeypatch):
+    """Packing is off by default (L335Q_PACK_MAX=1); these tests turn it on unless they set their own cap."""
+    monkeypatch.setenv("L335Q_PACK_MAX", "16")
+
+
 def rows(job_id: int) -> tuple[list, list]:
     """A job's metric rows (seed, step, name, value) and artifacts (name, seed, sha256, meta), in a fixed order."""
     with session_scope() as s:
