@@ -113,7 +113,7 @@ DEMO_SPECS = [
 @click.option("--out", default="l335q-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the figures.")
 def demo(out):
-    """Run the main study on embedded defaults and print its tables (10-20 minutes on a 2-core CPU)."""
+    """Run the main study on embedded defaults and print its tables (about 5 minutes on an idle 2-core CPU)."""
     from l335q.config import broker_url
     from l335q.db import session_scope
     from l335q.results import load, render
