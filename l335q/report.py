@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from . import __version__
 from .db import FINAL_STATES, JOB_STATES, Artifact, Job, Submission, get_submission, utcnow
 from .results import SubmissionData, _fmt, load, named
-from .service import last_line
+from .status import last_line
 
 log = logging.getLogger("l335q.report")
 MAX_IMAGES = 240            # images shown per submission (a note says how many more are stored)

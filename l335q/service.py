@@ -24,7 +24,7 @@ from sqlalchemy import func, or_, select, text
 
 from .config import broker_url, queued_grace_seconds
 from .db import FINAL_STATES, Job, ensure_schema, get_submission, session_scope, utcnow
-from .status import last_line  # noqa: F401  (report.py and the API read it here)
+from .status import last_line
 from .runner import execute_job, lease_expired, worker_lost
 
 QUEUE = "l335q"
