@@ -222,11 +222,10 @@ def pg_restart(logdir: Path) -> Row:
         c.worker(2)
         ids = c.submit(BATCH)
         wait_until(lambda: sum(j.state == "done" for j in jobs_of(ids)) >= 3 and held(ids), 120, "a job running", c)
-        t = time.monotonic()
+        stranded, t = held(ids), time.monotonic()
+        done_before = sum(j.state == "done" for j in jobs_of(ids))     # counted before: packs may end the batch
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True,
-                       capture_output=True)
-        stranded = held(ids)
-        done_before = sum(j.state == "done" for j in jobs_of(ids))
+                       capture_output=True)                             # while the server restarts
         wait_until(lambda: sum(j.state == "done" for j in jobs_of(ids)) > done_before, 120, "a job done after", c)
         recover = time.monotonic() - t
         jobs = all_final(ids, 300, c)

@@ -11,17 +11,21 @@ pack (``inr-init``, ``inr-arch``, ``ffn-sigma``): they fit ``all_seeds`` once an
   * only ``queued`` jobs of the same task kind and broker queue as the first job, its own submission's first, in
     id order among a window of ``WINDOW`` x the cap; rows another transaction holds locked are skipped
     (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so a job being claimed elsewhere is never taken;
-  * never a job with a checkpoint (it resumes alone) nor one whose worker was lost before (``attempts`` > 0:
-    it runs alone, so a job that kills its worker cannot take healthy jobs down with it), and no pack forms
-    around a first job that is resumed or on a later attempt;
-  * each job taken gets its own claim token and lease (``runner.take``), renewed by the one heartbeat.
+  * never a job with a checkpoint (it resumes alone) nor one whose worker was lost before (``error`` set by
+    the reaper, or ``attempts`` > 0: it runs alone, so a job that kills its worker cannot take healthy jobs
+    down with it), and no pack forms around a first job that is resumed or was lost before;
+  * each job taken gets its own claim token and lease (``runner.take``), renewed by the one heartbeat; every
+    token of a pack, the first job's included (re-tokened in the same transaction), starts with
+    ``runner.PACKED``.
 A taken job's broker message, when delivered, finds the job running under a live lease or final: a no-op.
 
 **Resume semantics**: a packed run is not checkpointed (``Unsaved``): it reports progress and obeys a stop
 request, but saves nothing. On a stop request (warm shutdown) every job of the pack is handed back (queued,
 attempt not counted) and runs again from scratch; a lost worker's packed jobs each lose their lease and the
-reaper re-queues every one of them (after which they run alone: their attempt count is no longer 0). Packs
-are for small jobs, so the work lost is small; a job on its own keeps its checkpoints as before.
+reaper re-queues every one of them, the loss NOT counted against ``max_attempts`` (it may be another job's,
+or the pack's size): they run alone from then on, where their own losses count. So a pack neither fails a
+healthy job nor lets a job that kills its worker escape ``max_attempts``. Packs are for small jobs, so the
+work lost is small; a job on its own keeps its checkpoints as before.
 
 **Same rows**: a job's share of a packed run is ``FitResult.pick`` of its seeds, written by the kind's own code,
 so a packed job writes the rows it writes alone: bit for bit on the CPU for the practical's ReLU network
@@ -34,8 +38,9 @@ shape, so a deterministic error is what each would have met alone).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 
 from . import UserError
 from .checkpoints import Stage
@@ -63,7 +68,7 @@ def pack_key(task: str, params: dict) -> str | None:
     return getattr(kind, "pack_key", same_but_seeds)(params)
 
 
-def _packmates(job_id: int, claim, worker: str, lease_s: float, url: str | None, limit: int) -> dict:
+def _pack(job_id: int, claim, token: str, worker: str, lease_s: float, url: str | None, limit: int) -> dict:
     from .runner import take
 
     key = pack_key(claim.task, claim.params)
@@ -71,21 +76,30 @@ def _packmates(job_id: int, claim, worker: str, lease_s: float, url: str | None,
         same_queue = Job.queue.is_(None) if claim.queue is None else Job.queue == claim.queue
         rows = s.scalars(select(Job).where(
             Job.state == "queued", Job.task == claim.task, same_queue, Job.id != job_id, Job.attempts == 0,
-            ~exists().where(Checkpoint.job_id == Job.id))
+            Job.error.is_(None), ~exists().where(Checkpoint.job_id == Job.id))
             .order_by(Job.submission_id != claim.submission_id, Job.id).limit(WINDOW * limit)
             .with_for_update(skip_locked=True))
         mates = [job for job in rows if pack_key(job.task, job.params) == key][:limit]
+        # the first job's claim becomes a pack's claim too (``token``; matched also when this is a retry)
+        if not mates or not s.execute(update(Job).where(Job.id == job_id, Job.claim.in_([claim.token, token]))
+                                      .values(claim=token)).rowcount:
+            return {}
         now = utcnow()
-        return {job.id: take(s, job, worker, lease_s, now) for job in mates}
+        return {job_id: replace(claim, token=token),
+                **{job.id: take(s, job, worker, lease_s, now, packed=True) for job in mates}}
 
 
 def claim_packmates(job_id: int, claim, worker: str, lease_s: float, url: str | None) -> dict:
-    """After ``job_id``'s claim: claim up to ``L335Q_PACK_MAX`` - 1 queued jobs of its shape (module doc);
-    {job id: runner.Claim}, empty when the job runs alone."""
+    """After ``job_id``'s claim: claim up to ``L335Q_PACK_MAX`` - 1 queued jobs of its shape (module doc).
+    {job id: runner.Claim} of the whole pack, ``job_id`` first with its new (pack) claim token; empty when the
+    job runs alone."""
+    from .runner import new_token
+
     limit = pack_max() - 1
-    if limit < 1 or claim.resumed or claim.attempt != 1 or pack_key(claim.task, claim.params) is None:
+    if limit < 1 or claim.resumed or claim.attempt != 1 or claim.lost_before or pack_key(claim.task, claim.params) is None:
         return {}
-    return with_retries(lambda: _packmates(job_id, claim, worker, lease_s, url, limit),
+    token = new_token(packed=True)
+    return with_retries(lambda: _pack(job_id, claim, token, worker, lease_s, url, limit),
                         what=f"job {job_id}: claiming its pack")
 
 

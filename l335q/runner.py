@@ -40,6 +40,7 @@ from .tasks import get_kind
 
 log = logging.getLogger("l335q.job")
 RELEASED = "released"       # execute_job's answer when the job was handed back for another worker
+PACKED = "p:"               # the claim tokens of a pack's jobs start with this (a loss then is not the job's own)
 
 
 @dataclass
@@ -99,9 +100,14 @@ def lease_expired(job: Job, now) -> bool:
 
 
 def worker_lost(job: Job, now) -> str:
-    """A running job whose lease expired: ``failed`` after max_attempts losses, else back to ``queued``."""
+    """A running job whose lease expired: ``failed`` after max_attempts losses, else back to ``queued``. A loss
+    while the job ran in a pack is not counted (the pack's size, or any job of it, may have killed the worker):
+    the job goes back to ``queued``, and its ``error`` (set from now on) keeps it out of packs: it runs alone."""
     limit = job.max_attempts or max_attempts()
-    if job.attempts >= limit:
+    if (job.claim or "").startswith(PACKED):
+        job.state, job.queued_at, job.attempts = "queued", now, max(0, job.attempts - 1)
+        job.error = f"worker {job.worker or '?'} lost while this job ran in a pack (not counted; it runs alone next)"
+    elif job.attempts >= limit:
         job.state, job.finished_at = "failed", now
         job.error = f"worker lost {job.attempts} times; last on {job.worker or 'an unknown host'}"
     else:
@@ -118,18 +124,25 @@ class Claim:
     submission_id: int
     token: str
     resumed: bool
-    attempt: int = 1            # this claim's attempt (1: no worker was lost on the job before)
+    attempt: int = 1            # this claim's attempt (1: no worker was lost on the job alone before)
     queue: str | None = None    # the broker queue the job was published on
+    lost_before: bool = False   # a worker was lost while running this job (alone or packed): it runs alone
 
 
-def take(s, job: Job, worker: str, lease_s: float, now) -> Claim:
+def new_token(packed: bool = False) -> str:
+    """A claim token (32 characters, the column's width); a pack's start with ``PACKED``."""
+    return PACKED + uuid.uuid4().hex[len(PACKED):] if packed else uuid.uuid4().hex
+
+
+def take(s, job: Job, worker: str, lease_s: float, now, packed: bool = False) -> Claim:
     """Take a locked, claimable job in session ``s``: ``running``, a fresh claim token, its lease starts."""
-    token = uuid.uuid4().hex
+    token = new_token(packed)
     job.state, job.worker, job.started_at, job.claim = "running", worker, now, token
     job.heartbeat_at, job.lease_s, job.progress = now, lease_s, None
     job.attempts += 1
     resumed = s.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id).limit(1)) is not None
-    return Claim(job.task, dict(job.params), job.submission_id, token, resumed, job.attempts, job.queue)
+    return Claim(job.task, dict(job.params), job.submission_id, token, resumed, job.attempts, job.queue,
+                 lost_before=job.error is not None)
 
 
 def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim | None:
@@ -263,7 +276,7 @@ def execute_job(job_id: int, worker: str | None = None, url: str | None = None,
     claim = with_retries(lambda: _claim(job_id, worker, lease_s, url), what=f"job {job_id}: claim")
     if claim is None:
         return None
-    claims = {job_id: claim, **claim_packmates(job_id, claim, worker, lease_s, url)}
+    claims = claim_packmates(job_id, claim, worker, lease_s, url) or {job_id: claim}
     ctxs = {i: JobContext(job_id=i, submission_id=c.submission_id, device=c.params.get("device", "auto"), url=url)
             for i, c in claims.items()}
     ctx = ctxs[job_id]

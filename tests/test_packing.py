@@ -171,16 +171,42 @@ def test_a_lost_workers_packed_jobs_are_all_requeued_by_the_reaper(monkeypatch):
 
     _, ids = create_submission({**SMALL, "seeds": "0-3"})
     claim = _claim(ids[0], "doomed", 30, None)
-    mates = claim_packmates(ids[0], claim, "doomed", 30, None)   # the worker claims its pack, then dies
-    assert sorted(mates) == ids[1:]
-    assert len({claim.token, *(c.token for c in mates.values())}) == 4      # a claim token of its own each
+    pack = claim_packmates(ids[0], claim, "doomed", 30, None)    # the worker claims its pack, then dies
+    assert sorted(pack) == ids
+    assert len({c.token for c in pack.values()} - {claim.token}) == 4       # a claim token of its own each
     with session_scope() as s:
         s.execute(update(Job).where(Job.id.in_(ids)).values(heartbeat_at=utcnow() - timedelta(seconds=60)))
     assert sorted(reap().requeued) == ids
-    assert [(j.state, j.attempts, j.claim) for j in jobs(ids)] == [("queued", 1, None)] * 4
+    assert [(j.state, j.attempts, j.claim) for j in jobs(ids)] == [("queued", 0, None)] * 4   # loss not counted
+    assert all("lost while this job ran in a pack" in j.error for j in jobs(ids))
     assert execute_job(ids[0]) == "done"                       # lost once: now each runs alone
     assert [j.state for j in jobs(ids)] == ["done", "queued", "queued", "queued"]
     assert packed_by(jobs(ids)[0]) is None
+
+
+def test_a_pack_loss_never_fails_a_job_and_alone_losses_still_count():
+    """max_attempts 1: a job lost in a pack is queued again (the loss may be another job's); lost again, alone,
+    it fails: the pack did not use up its attempts, nor let it escape them."""
+    from l335q.packing import claim_packmates
+    from l335q.runner import PACKED
+
+    _, ids = create_submission({**SMALL, "seeds": "0-2", "max_attempts": 1})
+
+    def lose_worker():
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id.in_(ids), Job.state == "running")
+                      .values(heartbeat_at=utcnow() - timedelta(seconds=60)))
+        return reap()
+
+    pack = claim_packmates(ids[0], _claim(ids[0], "doomed", 30, None), "doomed", 30, None)
+    assert sorted(pack) == ids and all(c.token.startswith(PACKED) for c in pack.values())
+    assert [j.claim for j in jobs(ids)] == [pack[i].token for i in ids]          # the first job re-tokened too
+    assert sorted(lose_worker().requeued) == ids
+    alone = _claim(ids[1], "doomed-again", 30, None)
+    assert alone.lost_before and claim_packmates(ids[1], alone, "doomed-again", 30, None) == {}
+    assert not alone.token.startswith(PACKED)
+    assert lose_worker().failed == [ids[1]]
+    assert [j.state for j in jobs(ids)] == ["queued", "failed", "queued"]
 
 
 @pytest.mark.slow
