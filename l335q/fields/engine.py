@@ -121,6 +121,7 @@ class FitResult:
     chunk: int                                      # seeds trained together per batched model
     fields: list[Field] = field(default_factory=list, repr=False)
     steps_run: list[int] = field(default_factory=list)   # per seed: steps trained (fewer where ``until`` stopped it)
+    fast: bool | str = False                        # the fast path trained it: ``fit_pixels``'s ``fast``, or False
 
     @property
     def heldout_psnr(self) -> list[float | None] | None:
@@ -254,7 +255,7 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
             x, target = model.features(dev_pix.coords), dev_pix.target(S)
         look_x = {k: model.features(e.coords.to(torch_dev)) for k, e in evals.items()} if until else {}
     start = first
-    if fast and not sampling and until is None:
+    if fast:
         start = _fast_steps(model, opt, cfg, x, target, train_pix.weight, first, sample,
                             lambda step: _look(stage, save, step, first, cfg.steps), bf16=fast == "bf16")
     for step in range(start, cfg.steps):
@@ -321,7 +322,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     chunk: seeds per batched model (default: as many as fit the device's memory).
     fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (the
     same steps eagerly elsewhere: the same numbers); TF32 is the caller's choice (``torch.backends``);
-    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers).
+    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers). Other fits ignore
+    it (``FitResult.fast`` says which path ran). Field jobs choose it by ``L335Q_FAST`` (``fields.jobs.fit``).
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps).
     """
@@ -338,6 +340,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     in_dim = 2 if cfg.encoding == "none" else 2 * frequency_matrix(cfg.encoding, [0], cfg.features, cfg.sigma).shape[-1]
     pixels = min(cfg.batch_pixels or pix.n, pix.n)
     chunk = min(chunk or len(seeds), seed_chunk(cfg, len(seeds), pixels, device, in_dim))
+    fast = fast if pixels == pix.n and until is None else False      # the fast path takes full-batch fits only
     t0 = time.perf_counter()
     fields, train, scores, curves, bad, steps, run = [], [], {k: [] for k in evals}, [], [], [], []
     for i in range(0, len(seeds), chunk):
@@ -365,7 +368,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     return FitResult(seeds=list(seeds), config=cfg, train_psnr=per_seed(torch.cat(train)),
                      eval_psnr={k: per_seed(torch.cat(v)) for k, v in scores.items()}, loss_steps=list(steps),
                      loss_curve=[[v if math.isfinite(v) else None for v in row] for row in curve.tolist()],
-                     diverged=bad, seconds=time.perf_counter() - t0, chunk=chunk, fields=fields, steps_run=run)
+                     diverged=bad, seconds=time.perf_counter() - t0, chunk=chunk, fields=fields, steps_run=run,
+                     fast=fast)
 
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",
