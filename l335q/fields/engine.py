@@ -320,10 +320,9 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     others train on as a smaller batch; naming every member still training ends the chunk. Not with ``ckpt``.
     The fitted fields stay on ``device`` for ``render``.
     chunk: seeds per batched model (default: as many as fit the device's memory).
-    fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (the
-    same steps eagerly elsewhere: the same numbers); TF32 is the caller's choice (``torch.backends``);
-    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers). Other fits ignore
-    it (``FitResult.fast`` says which path ran). Field jobs choose it by ``L335Q_FAST`` (``fields.jobs.fit``).
+    fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (eagerly
+    elsewhere: the same numbers; other fits ignore it, ``FitResult.fast`` says); TF32 is the caller's choice;
+    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers). Jobs: ``L335Q_FAST``.
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps).
     """
