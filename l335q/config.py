@@ -82,3 +82,17 @@ def pack_max() -> int:
     with ``run_packed``; see ``l335q.packing``). Default 1: packing off, until packs pass the fault suite (a worker
     killed at random moments lost a packed job in one run; a PostgreSQL restart stalled a pack)."""
     return max(1, int(_seconds("L335Q_PACK_MAX", 1)))
+
+
+FAST_VALUES = {"auto": "auto", "1": "on", "on": "on", "0": "off", "off": "off"}
+
+
+def fast_fields() -> str:
+    """``L335Q_FAST``: whether field jobs train through the engine's fast path (``fields.engine``: full-batch
+    steps as CUDA graphs): ``auto`` (default: on a CUDA device, the plain loop elsewhere), ``1``/``on`` (also on
+    the CPU, where the same steps run eagerly: the same numbers), ``0``/``off``. Returns auto, on or off."""
+    value = (os.environ.get("L335Q_FAST") or "auto").strip().lower()
+    if value not in FAST_VALUES:
+        from . import UserError
+        raise UserError(f"L335Q_FAST={value!r} is not one of {', '.join(FAST_VALUES)}")
+    return FAST_VALUES[value]

@@ -26,6 +26,7 @@ def embedded_home(tmp_path, monkeypatch):
     monkeypatch.delenv("L335Q_DATABASE_URL", raising=False)
     monkeypatch.delenv("L335Q_BROKER_URL", raising=False)
     monkeypatch.delenv("L335Q_DEVICE", raising=False)
+    monkeypatch.delenv("L335Q_FAST", raising=False)
     import l335q.db as db
     db._ready.clear()
     yield tmp_path

@@ -1,7 +1,8 @@
 """Neural fields: coordinate encodings, batched coordinate MLPs with their initialisers, and THE fitting engine.
 
 Many seeds of one configuration train as one batched model (weights (S, in, out), ``torch.bmm``):
-``engine.fit_pixels`` / ``engine.fit_image`` are what every field task kind calls.
+``engine.fit_pixels`` / ``engine.fit_image`` fit them; every field task kind calls ``fit_image`` through
+``jobs.fit`` (the job's device, checkpoints and ``L335Q_FAST``).
 """
 __all__ = ["FieldConfig", "FitResult", "fit_image", "fit_pixels", "psnr", "seed_psnr"]
 

@@ -121,6 +121,7 @@ class FitResult:
     chunk: int                                      # seeds trained together per batched model
     fields: list[Field] = field(default_factory=list, repr=False)
     steps_run: list[int] = field(default_factory=list)   # per seed: steps trained (fewer where ``until`` stopped it)
+    fast: bool | str = False                        # the fast path trained it: ``fit_pixels``'s ``fast``, or False
 
     @property
     def heldout_psnr(self) -> list[float | None] | None:
@@ -176,41 +177,39 @@ def _look(stage, save, step: int, first: int, steps: int) -> None:
             raise Interrupted(f"stopped at step {step} of {steps}")
 
 
-def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: int, log_every: int,
-                sampled: list, losses: list, on_step, look, bf16: bool = False) -> int:
-    """The fast path of the full-batch loop: the same steps, run ``CHECK_EVERY`` at a time as one unit
-    (``graphs.Steps``: a CUDA graph on CUDA, eagerly elsewhere); appends the sampled steps and their losses as the
-    loop does. Returns the step reached (``cfg.steps``). ``bf16``: the MLP's forward under bfloat16 autocast (the
-    inputs are encoded before, in fp32; the loss, the parameters and the optimiser stay fp32)."""
+def _step(forward, opt, cfg: FieldConfig, x, target, weight=None, bf16: bool = False) -> torch.Tensor:
+    """THE training step of a batched field, the plain loop's and the fast path's: ``forward(x)`` against
+    ``target``, each seed's mean loss, the gradient of their sum, the optimiser's step. Returns the (S,) losses,
+    detached. ``bf16``: the forward under bfloat16 autocast (the loss, the parameters and the optimiser stay fp32)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+        pred = forward(x)
+    loss = per_seed_loss(cfg, pred.float(), target, weight)
+    opt.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    opt.step()
+    return loss.detach()
+
+
+def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: int, sample, look,
+                bf16: bool = False) -> int:
+    """The fast path of the full-batch loop: its ``_step``s, ``CHECK_EVERY`` at a time as one unit (``graphs.Steps``:
+    a CUDA graph on CUDA, eagerly elsewhere); ``look(step)`` before a unit, ``sample(step, losses)`` of each of its
+    steps after it. Returns the step reached (``cfg.steps``). ``bf16``: see ``_step`` (inputs encoded in fp32)."""
     graphs = x.device.type == "cuda"
     if graphs:
         make_capturable(opt)
-    bufs: dict[int, torch.Tensor] = {}
+    out = torch.zeros(CHECK_EVERY, x.shape[0], device=x.device)   # a unit's losses, read after it
 
     def body(k: int) -> None:
-        if k not in bufs:                           # the warm-up's (the loop makes the others before a capture)
-            bufs[k] = torch.zeros(k, x.shape[0], device=x.device)
         for i in range(k):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
-                pred = model.mlp(x)
-            loss = per_seed_loss(cfg, pred.float(), target, weight)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            bufs[k][i].copy_(loss.detach())
+            out[i].copy_(_step(model.mlp, opt, cfg, x, target, weight, bf16))
     runner, step = Steps(body, [model], opt, graphs), first
     while step < cfg.steps:
         look(step)
         k = min(CHECK_EVERY - step % CHECK_EVERY, cfg.steps - step)
-        if k not in bufs:                           # the losses' buffer: outside any graph being captured
-            bufs[k] = torch.zeros(k, x.shape[0], device=x.device)
         runner.run(k)
         for i in range(k):
-            if (step + i) % log_every == 0 or step + i == cfg.steps - 1:
-                sampled.append(step + i)
-                losses.append(bufs[k][i].clone())
-                if on_step is not None:
-                    on_step(step + i, losses[-1])
+            sample(step + i, out[i])
         step += k
     return step
 
@@ -235,6 +234,14 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
                           "gens": [g.get_state() for g in gens], "sampled": sampled,
                           "losses": [t.cpu() for t in losses]})
 
+    def sample(step: int, loss: torch.Tensor, last: bool = False) -> None:   # loss: of the members still training
+        if step % log_every == 0 or step == cfg.steps - 1 or last:
+            at = (torch.tensor(alive, device=torch_dev),)
+            sampled.append(step)
+            losses.append(torch.full((S,), math.nan, device=torch_dev).index_put(at, loss))
+            if on_step is not None:
+                on_step(step, losses[-1][at])
+
     saved = stage.load()
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -248,32 +255,24 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
             x, target = model.features(dev_pix.coords), dev_pix.target(S)
         look_x = {k: model.features(e.coords.to(torch_dev)) for k, e in evals.items()} if until else {}
     start = first
-    if fast and not sampling and until is None:
-        start = _fast_steps(model, opt, cfg, x, target, train_pix.weight, first, log_every, sampled, losses,
-                            on_step, lambda step: _look(stage, save, step, first, cfg.steps), bf16=fast == "bf16")
+    if fast:
+        start = _fast_steps(model, opt, cfg, x, target, train_pix.weight, first, sample,
+                            lambda step: _look(stage, save, step, first, cfg.steps), bf16=fast == "bf16")
     for step in range(start, cfg.steps):
         _look(stage, save, step, first, cfg.steps)
         if sampling:
             idx = torch.stack([torch.randint(counts[i], (cfg.batch_pixels,), generator=gens[i]) for i in alive])
             idx = idx.to(torch_dev)
             at = idx if train_pix.shared else (torch.arange(len(alive), device=torch_dev)[:, None], idx)
-            loss = per_seed_loss(cfg, model(train_pix.coords[at]), train_pix.rgb[at])
+            loss = _step(model, opt, cfg, train_pix.coords[at], train_pix.rgb[at])
         else:
-            loss = per_seed_loss(cfg, model.mlp(x), target, train_pix.weight)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
+            loss = _step(model.mlp, opt, cfg, x, target, train_pix.weight)
         stop = set()
         if until is not None and (step + 1) % until[0] == 0 and step + 1 < cfg.steps:
             for k, e in train_evals.items():
                 latest[k][alive] = model.score(e, look_x[k])
             stop = set(until[1](step + 1, latest, first_member)) & set(alive)
-        if step % log_every == 0 or step == cfg.steps - 1 or len(stop) == len(alive):
-            sampled.append(step)
-            losses.append(torch.full((S,), math.nan, device=torch_dev).index_put((torch.tensor(alive, device=torch_dev),),
-                                                                                 loss.detach()))
-            if on_step is not None:
-                on_step(step, loss.detach())
+        sample(step, loss, last=len(stop) == len(alive))
         if stop:                                   # these members stop here; the others train on without them
             for i in stop:
                 last[i] = step + 1
@@ -321,9 +320,9 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     others train on as a smaller batch; naming every member still training ends the chunk. Not with ``ckpt``.
     The fitted fields stay on ``device`` for ``render``.
     chunk: seeds per batched model (default: as many as fit the device's memory).
-    fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (the
-    same steps eagerly elsewhere: the same numbers); TF32 is the caller's choice (``torch.backends``);
-    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers).
+    fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (eagerly
+    elsewhere: the same numbers; other fits ignore it, ``FitResult.fast`` says); TF32 is the caller's choice;
+    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers). Jobs: ``L335Q_FAST``.
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps).
     """
@@ -340,6 +339,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     in_dim = 2 if cfg.encoding == "none" else 2 * frequency_matrix(cfg.encoding, [0], cfg.features, cfg.sigma).shape[-1]
     pixels = min(cfg.batch_pixels or pix.n, pix.n)
     chunk = min(chunk or len(seeds), seed_chunk(cfg, len(seeds), pixels, device, in_dim))
+    fast = fast if pixels == pix.n and until is None else False      # the fast path takes full-batch fits only
     t0 = time.perf_counter()
     fields, train, scores, curves, bad, steps, run = [], [], {k: [] for k in evals}, [], [], [], []
     for i in range(0, len(seeds), chunk):
@@ -367,7 +367,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     return FitResult(seeds=list(seeds), config=cfg, train_psnr=per_seed(torch.cat(train)),
                      eval_psnr={k: per_seed(torch.cat(v)) for k, v in scores.items()}, loss_steps=list(steps),
                      loss_curve=[[v if math.isfinite(v) else None for v in row] for row in curve.tolist()],
-                     diverged=bad, seconds=time.perf_counter() - t0, chunk=chunk, fields=fields, steps_run=run)
+                     diverged=bad, seconds=time.perf_counter() - t0, chunk=chunk, fields=fields, steps_run=run,
+                     fast=fast)
 
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",

@@ -1,5 +1,7 @@
 """What the neural-field task kinds ``inr-arch``, ``ffn-sigma`` and ``upsample`` share: their spec keys,
-the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, per-seed metrics, and the pack key.
+the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, per-seed metrics, and the pack key;
+and what every field kind (``inr-init`` too) fits through: ``fit``, on the job's device and checkpoints, by the
+engine's fast path where ``L335Q_FAST`` says (default auto: on CUDA; see ``config.fast_fields``).
 Torch-free at import (a task's schema is built at submit time): the engine loads when a job runs."""
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from .names import ACTIVATIONS, ENCODINGS, INITIALISERS, LOSSES, OUTPUTS
 
 if TYPE_CHECKING:
     from .autosigma import SigmaChoice
-    from .engine import FieldConfig
+    from .engine import FieldConfig, FitResult
 
 
 def field_keys(**defaults) -> dict[str, Key]:
@@ -69,6 +71,22 @@ def resolve_sigma(img, cfg: FieldConfig, params: dict, split: str, ctx) -> tuple
     choice = auto_sigma(img, cfg, split, seed=params["seeds"][0], device=ctx.device, log=ctx.log)
     ctx.log(choice.text())
     return replace(cfg, sigma=choice.sigma), choice
+
+
+def fast_for(device: str) -> bool:
+    """Whether a field job on ``device`` takes the engine's fast path: ``L335Q_FAST`` on, or auto on CUDA."""
+    from ..config import fast_fields
+
+    mode = fast_fields()
+    return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))
+
+
+def fit(img, cfg: FieldConfig, seeds: list[int], ctx, split: str = "all") -> FitResult:
+    """THE fit of a field job: ``img`` on ``ctx``'s device with its checkpoints; the fast path per ``fast_for``
+    (``FitResult.fast`` says whether it ran: the engine takes full-batch fits only)."""
+    from .engine import fit_image
+
+    return fit_image(img, cfg, seeds, ctx.device, split=split, ckpt=ctx.checkpoints, fast=fast_for(ctx.device))
 
 
 def pack_key(params: dict) -> str | None:

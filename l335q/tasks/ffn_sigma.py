@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.jobs import field_config, field_keys, pack_key, resolve_sigma, seed_metrics  # noqa: F401
+from ..fields.jobs import field_config, field_keys, fit, pack_key, resolve_sigma, seed_metrics  # noqa: F401
 from ..fields.summary import training_text
 from ..packing import all_seeds, shares
 from ..results import SubmissionData, Table, gap_se, group_jobs, mean, sd, unfinished_note
@@ -53,14 +53,12 @@ def run(params: dict, ctx) -> None:
 def run_packed(jobs: list[dict], ctxs: list) -> None:
     """Jobs whose params differ only in ``seeds`` (one job, or a worker's pack: ``l335q.packing``; σ auto jobs
     run alone) as ONE batched fit; each job's context gets what it would have written alone."""
-    from ..fields.engine import fit_image
-
     params, first = jobs[0], ctxs[0]
     img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
     seeds = all_seeds(jobs)
     cfg, choice = resolve_sigma(img, field_config(params, encoding="gaussian"), params, SPLIT, first)
     first.log(f"{params['image']} σ={cfg.sigma:g}: {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, cfg, seeds, first.device, split=SPLIT, ckpt=first.checkpoints)
+    result = fit(img, cfg, seeds, first, SPLIT)
     for params, ctx, own in shares(jobs, ctxs, result):
         _write(params["seeds"], own, img, cfg, choice, ctx)
 
@@ -77,7 +75,7 @@ def _write(seeds: list[int], result, img, cfg, choice, ctx) -> None:
                  meta={"sigma": cfg.sigma, "heldout_psnr": result.heldout_psnr[0]})
     if any(result.diverged):
         ctx.state = "diverged"
-    ctx.summary = {"seconds": round(result.seconds, 3), "sigma": cfg.sigma, "device": ctx.device,
+    ctx.summary = {"seconds": round(result.seconds, 3), "sigma": cfg.sigma, "device": ctx.device, "fast": result.fast,
                    **({"auto_sigma": choice.as_dict()} if choice else {})}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.jobs import (check_auto, field_config, field_keys, pack_key, resolve_sigma,  # noqa: F401
+from ..fields.jobs import (check_auto, field_config, field_keys, fit, pack_key, resolve_sigma,  # noqa: F401
                            seed_metrics, varying)
 from ..fields.summary import consistency
 from ..packing import all_seeds, shares
@@ -39,15 +39,13 @@ def run(params: dict, ctx) -> None:
 def run_packed(jobs: list[dict], ctxs: list) -> None:
     """Jobs whose params differ only in ``seeds`` (one job, or a worker's pack: ``l335q.packing``; σ auto jobs
     run alone) as ONE batched fit; each job's context gets what it would have written alone."""
-    from ..fields.engine import fit_image
-
     params, first = jobs[0], ctxs[0]
     img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
     seeds, split = all_seeds(jobs), params["split"]
     cfg, choice = resolve_sigma(img, field_config(params), params, split, first)
     first.log(f"depth {cfg.depth} width {cfg.width} {cfg.loss} {cfg.optimizer}: {len(seeds)} seeds on "
               f"{img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, cfg, seeds, first.device, split=split, ckpt=first.checkpoints)
+    result = fit(img, cfg, seeds, first, split)
     for params, ctx, own in shares(jobs, ctxs, result):
         _write(params, own, img, cfg, choice, ctx)
 
@@ -69,6 +67,7 @@ def _write(params: dict, result, img, cfg, choice, ctx) -> None:
     if any(result.diverged):
         ctx.state = "diverged"
     ctx.summary = {"seconds": round(result.seconds, 3), "seeds_at_once": result.chunk, "device": ctx.device,
+                   "fast": result.fast,
                    "sigma": cfg.sigma if cfg.encoding == "gaussian" else None,
                    **({"auto_sigma": choice.as_dict()} if choice else {})}
 

@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.jobs import varying
+from ..fields.jobs import fit, varying
 from ..fields.names import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
 from ..optim import OPTIMIZERS
@@ -66,13 +66,11 @@ def run(params: dict, ctx) -> None:
 def run_packed(jobs: list[dict], ctxs: list) -> None:
     """Jobs whose params differ only in ``seeds`` (one job alone, or a worker's pack, see ``l335q.packing``): all
     their seeds as ONE batched fit; each job's context gets the rows and images of its own seeds."""
-    from ..fields.engine import fit_image
-
     params, first = jobs[0], ctxs[0]
     img = resize(load_image(params["image"], loader=first.input_bytes), params["resolution"])
     seeds = all_seeds(jobs)
     first.log(f"{params['initialiser']}: fitting {len(seeds)} seeds on {img.shape[1]}x{img.shape[0]} pixels")
-    result = fit_image(img, config(params), seeds, first.device, ckpt=first.checkpoints)
+    result = fit(img, config(params), seeds, first)
     for params, ctx, own in shares(jobs, ctxs, result):
         _write(params["seeds"], own, img, ctx)
 
@@ -95,7 +93,7 @@ def _write(seeds: list[int], result, img, ctx) -> None:
     if diverged:
         ctx.state = "diverged"
     ctx.summary = {"seconds": round(result.seconds, 3), "seeds_at_once": result.chunk, "device": ctx.device,
-                   "diverged_seeds": diverged}
+                   "fast": result.fast, "diverged_seeds": diverged}
 
 
 # ----------------------------------------------------------------------------- reading results

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import UserError
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.jobs import check_auto, field_config, field_keys, resolve_sigma
+from ..fields.jobs import check_auto, field_config, field_keys, fit, resolve_sigma
 from ..fields.names import BASELINES, METHODS
 from ..results import SubmissionData, Table, group_jobs, mean, sd
 from ..specs import Key, Schema, SpecError
@@ -43,7 +43,6 @@ SCHEMA = Schema(keys=SCHEMA_KEYS, seeds_per_job=None, check=check)
 
 
 def run(params: dict, ctx) -> None:
-    from ..fields.engine import fit_image
     from ..fields.upsampling import downsample, interpolate, render_dense, scores
     from ..plots import image_png
 
@@ -53,7 +52,7 @@ def run(params: dict, ctx) -> None:
     h, w = low.shape[:2]
     cfg, choice = resolve_sigma(low, field_config(params), params, "all", ctx)
     ctx.log(f"{params['image']} x{K}: fitting {len(seeds)} seeds on the {w}x{h} copy (σ={cfg.sigma:g})")
-    result = fit_image(low, cfg, seeds, ctx.device, split="all", ckpt=ctx.checkpoints)
+    result = fit(low, cfg, seeds, ctx)
     dense = render_dense(result, h, w, K)
     for seed, up, diverged in zip(seeds, dense, result.diverged):
         for name, value in scores(up, original).items():
@@ -67,11 +66,11 @@ def run(params: dict, ctx) -> None:
         for name, value in scores(up, original).items():
             ctx.metric(f"{name}:{method}", value)
         ctx.artifact(f"up:{method}", image_png(up))
-    summary = {"sigma": cfg.sigma, "seconds": round(result.seconds, 3), "device": ctx.device,
+    summary = {"sigma": cfg.sigma, "seconds": round(result.seconds, 3), "device": ctx.device, "fast": result.fast,
                **({"auto_sigma": choice.as_dict()} if choice else {})}
     if params["store_upsampled"]:
         cfg_full, choice_full = resolve_sigma(original, field_config(params), params, "all", ctx)
-        full = fit_image(original, cfg_full, seeds[:1], ctx.device, split="all", ckpt=ctx.checkpoints)
+        full = fit(original, cfg_full, seeds[:1], ctx)
         H, W = original.shape[:2]
         ctx.artifact("upsampled", image_png(render_dense(full, H, W, K)[0]), seed=seeds[0],
                      meta={"sigma": cfg_full.sigma, "size": [W * K, H * K], "train_psnr": full.train_psnr[0]})
