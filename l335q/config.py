@@ -82,3 +82,17 @@ def pack_max() -> int:
     with ``run_packed``; see ``l335q.packing``). Default 1: packing off, until packs pass the fault suite (a worker
     killed at random moments lost a packed job in one run; a PostgreSQL restart stalled a pack)."""
     return max(1, int(_seconds("L335Q_PACK_MAX", 1)))
+
+
+FAST_MODES = {"auto": "auto", "on": "on", "1": "on", "true": "on", "off": "off", "0": "off", "false": "off"}
+
+
+def fast_mode() -> str:
+    """L335Q_FAST: the training engines' fast paths (fused seeds, CUDA graphs). ``auto`` (default): on CUDA
+    devices, the plain loops elsewhere; ``1``/``on``/``true``: also off CUDA, the same code run eagerly (slower
+    than the plain loops on a CPU; what tests use); ``0``/``off``/``false``: never. Returns "auto", "on" or "off"."""
+    value = (os.environ.get("L335Q_FAST") or "auto").strip().lower()
+    if value not in FAST_MODES:
+        from . import UserError
+        raise UserError(f"L335Q_FAST={value!r}: expected auto, 1/on/true or 0/off/false")
+    return FAST_MODES[value]
