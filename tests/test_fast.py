@@ -11,14 +11,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from l335q import UserError
 from l335q.checkpoints import Checkpoints, Interrupted, Stage, dumps, loads
-from l335q.classify.engine import TrainConfig, evaluate, train
+from l335q.classify.engine import TrainConfig, evaluate, train, uses_fused
 from l335q.classify.fused import evaluate_fused, fuse, train_fused, unfuse
 from l335q.classify.fused import per_seed_loss as fused_loss
 from l335q.classify.models import CNNConfig, build_model
 from l335q.data import fashion_mnist
 from l335q.data.images import load_image, resize
+from l335q.config import fast_mode
 from l335q.fields.engine import FieldConfig, fit_image
+from l335q.runner import execute_job
+from l335q.submit import create_submission
+from tests.conftest import job_numbers
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_CNN = CNNConfig(channels=(4, 8, 8), hidden=32, dropout=0.0)
@@ -125,6 +130,60 @@ def test_fused_training_stopped_anywhere_resumes_to_the_same_numbers(data, one_c
         assert got == want, stop_at              # replayed epochs first, then the trained ones
         for a, b in zip(weights, want_weights):
             assert all(torch.equal(a[k], b[k]) for k in a), stop_at
+
+
+def test_l335q_fast_and_the_one_choice_of_loop(monkeypatch):
+    for value, mode in [(None, "auto"), ("auto", "auto"), ("1", "on"), ("On", "on"), ("true", "on"), ("0", "off"),
+                        ("off", "off"), ("FALSE", "off")]:
+        if value is None:
+            monkeypatch.delenv("L335Q_FAST", raising=False)
+        else:
+            monkeypatch.setenv("L335Q_FAST", value)
+        assert fast_mode() == mode, value
+    monkeypatch.setenv("L335Q_FAST", "fast")
+    with pytest.raises(UserError, match="L335Q_FAST"):
+        fast_mode()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    choice = {(f, d.type): uses_fused(TrainConfig(fast=f), d) for f in ("auto", "on", "off") for d in (cpu, cuda)}
+    assert [k for k, v in choice.items() if v] == [("auto", "cuda"), ("on", "cpu"), ("on", "cuda")]
+    assert uses_fused(TrainConfig(fast="off"), cpu, {"fused": 1}) and not uses_fused(TrainConfig(fast="on"), cuda, {})
+    with pytest.raises(ValueError):
+        uses_fused(TrainConfig(fast=True), cpu)
+
+
+CLS_JOB = {"task": "cls-compare", "seeds": [0], "epochs": 1, "train_subset": 512, "test_subset": 256, "device": "cpu"}
+
+
+def test_cls_job_with_l335q_fast_writes_the_plain_numbers(monkeypatch, caplog, one_cpu_thread):
+    """A real cls-compare job (Quickstart FCN and the default CNN, Adam, 1 epoch) with L335Q_FAST=1 trains in the
+    fused loop, eagerly on the CPU, and writes the metric rows of L335Q_FAST=0. With one seed the dropout masks are
+    the same draws. The FCN's accuracies match to the image and its losses to float rounding. The CNN's gradients
+    agree to ~3e-7, but under Adam its conv biases (true gradient 0 before BatchNorm, |grad| ~1e-7-1e-4) follow
+    that rounding at full step size; BatchNorm cancels them in training, but its running means lag behind them, so
+    the eval-mode numbers move a little: measured 1 training image of 512 and 4e-4 in the losses; asserted: at most
+    3 images and 2e-3."""
+    runs = {}
+    for fast in ("0", "1"):
+        monkeypatch.setenv("L335Q_FAST", fast)
+        _, (job,) = create_submission(CLS_JOB)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="l335q.job"):
+            assert execute_job(job) == "done"
+        loop = "fused" if "seed 0 cnn: epoch 1/1: test acc" in caplog.text else "plain"   # their epoch lines
+        assert loop == {"0": "plain", "1": "fused"}[fast]
+        runs[fast] = {(seed, step, name): v for seed, step, name, v in job_numbers(job)}
+    plain, fused = runs["0"], runs["1"]
+    assert plain.keys() == fused.keys() and len(plain) == 2 * 5
+    images = {"train": CLS_JOB["train_subset"], "test": CLS_JOB["test_subset"]}
+    for key, v in plain.items():
+        model, what = key[2].split("/")
+        if what.endswith("_acc"):
+            n = images[what.split("_")[0]]
+            assert abs(round(fused[key] * n) - round(v * n)) <= (0 if model == "fcn" else 3), key
+        elif what.endswith("_loss"):
+            assert fused[key] == pytest.approx(v, abs=1e-5 if model == "fcn" else 2e-3), key
+        else:
+            assert fused[key] == v, key
 
 
 def test_fuse_unfuse_and_fused_evaluation(data):
