@@ -216,13 +216,14 @@ def test_fused_seed_that_diverges_leaves_the_others(data):
 @pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum", "rmsprop"])
 def test_warm_up_before_a_capture_changes_no_number(data, optimizer):
     """graphs.Steps warms up before each first capture (CUDA only), at the start or in mid-training: its
-    parameters, buffers, optimiser state and extra tensors must come back exactly as they were."""
+    parameters, buffers, optimiser state, extra tensors and the global RNG (dropout masks) must come back exactly
+    as they were."""
     from l335q.graphs import Steps
     from l335q.optim import make_optimizer
 
     def run(warm_at):
         torch.manual_seed(0)
-        model = fuse([build_model("cnn", SMALL_CNN, seed=s) for s in (0, 1)])
+        model = fuse([build_model("cnn", DROPOUT_CNN, seed=s) for s in (0, 1)])
         opt = make_optimizer(optimizer, model.parameters(), 1e-3)
         total = torch.zeros(2)
         order = torch.Generator().manual_seed(5)
