@@ -5,9 +5,9 @@ inputs from static tensors — either eagerly (``graphs=False``: the same code, 
 run) or as one captured CUDA graph per distinct k (``graphs=True``). Before the first capture the body is warmed
 up as 1-step bodies (so its static inputs must hold valid values) on a side stream: cuDNN/cuBLAS choose their
 kernels, the optimiser creates its state. Then the modules' parameters and buffers are put back as they were,
-the global RNGs (dropout masks) as they were, and the optimiser's state in place as it was (state the warm-up created is zeroed: for Adam, AdamW,
-SGD-momentum and RMSprop a zero state is exactly a fresh one), so a warm-up, at the start or in the middle of
-a training, changes no number of it. Optimisers must be ``capturable`` (``make_capturable``): their step
+the global RNGs (dropout masks) as they were, and the optimiser's state in place as it was (state the warm-up
+created is zeroed: for Adam, AdamW, SGD-momentum and RMSprop a zero state is exactly a fresh one), so a warm-up,
+at the start or in the middle of a training, changes no number of it. Optimisers must be ``capturable`` (``make_capturable``): their step
 counters live on the device.
 """
 from __future__ import annotations
