@@ -84,15 +84,15 @@ def pack_max() -> int:
     return max(1, int(_seconds("L335Q_PACK_MAX", 1)))
 
 
-FAST_VALUES = {"auto": "auto", "1": "on", "on": "on", "0": "off", "off": "off"}
+FAST_MODES = {"auto": "auto", "on": "on", "1": "on", "true": "on", "off": "off", "0": "off", "false": "off"}
 
 
-def fast_fields() -> str:
-    """``L335Q_FAST``: whether field jobs train through the engine's fast path (``fields.engine``: full-batch
-    steps as CUDA graphs): ``auto`` (default: on a CUDA device, the plain loop elsewhere), ``1``/``on`` (also on
-    the CPU, where the same steps run eagerly: the same numbers), ``0``/``off``. Returns auto, on or off."""
+def fast_mode() -> str:
+    """``L335Q_FAST``: the training engines' fast paths (classification: the fused loop; fields: full-batch
+    steps; both as CUDA graphs). ``auto`` (default): on CUDA devices, the plain loops elsewhere; ``1``/``on``/``true``: also off CUDA, the same code run eagerly (slower
+    than the plain loops on a CPU; what tests use); ``0``/``off``/``false``: never. Returns "auto", "on" or "off"."""
     value = (os.environ.get("L335Q_FAST") or "auto").strip().lower()
-    if value not in FAST_VALUES:
+    if value not in FAST_MODES:
         from . import UserError
-        raise UserError(f"L335Q_FAST={value!r} is not one of {', '.join(FAST_VALUES)}")
-    return FAST_VALUES[value]
+        raise UserError(f"L335Q_FAST={value!r}: expected auto, 1/on/true or 0/off/false")
+    return FAST_MODES[value]

@@ -5,9 +5,9 @@ inputs from static tensors — either eagerly (``graphs=False``: the same code, 
 run) or as one captured CUDA graph per distinct k (``graphs=True``). Before the first capture the body is warmed
 up as 1-step bodies (so its static inputs must hold valid values) on a side stream: cuDNN/cuBLAS choose their
 kernels, the optimiser creates its state. Then the modules' parameters and buffers are put back as they were,
-and the optimiser's state in place as it was (state the warm-up created is zeroed: for Adam, AdamW,
-SGD-momentum and RMSprop a zero state is exactly a fresh one), so a warm-up, at the start or in the middle of
-a training, changes no number of it. Optimisers must be ``capturable`` (``make_capturable``): their step
+the global RNGs (dropout masks) as they were, and the optimiser's state in place as it was (state the warm-up
+created is zeroed: for Adam, AdamW, SGD-momentum and RMSprop a zero state is exactly a fresh one), so a warm-up,
+at the start or in the middle of a training, changes no number of it. Optimisers must be ``capturable`` (``make_capturable``): their step
 counters live on the device.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ import contextlib
 from typing import Callable
 
 import torch
+
+from .checkpoints import rng_state, set_rng_state
 
 WARMUP_STEPS = 3
 
@@ -63,6 +65,7 @@ class Steps:
 
     def warm_up(self) -> None:
         """``WARMUP_STEPS`` 1-step bodies (on a side stream on CUDA), then every state put back as it was."""
+        rng = rng_state()
         saved = [{n: t.detach().clone() for n, t in m.state_dict().items()} for m in self.modules]
         kept = [t.detach().clone() for t in self.tensors]
         opt_saved = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in self.opt.state.items()}
@@ -87,4 +90,5 @@ class Steps:
                         v.copy_(opt_saved[p][k]) if k in opt_saved.get(p, {}) else v.zero_()
         if cuda:
             torch.cuda.synchronize()
+        set_rng_state(rng)
         self._warm = True

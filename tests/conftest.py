@@ -117,6 +117,18 @@ def worker(service_env, tmp_path):
             p.kill()
 
 
+def job_numbers(job_id: int) -> list[tuple]:
+    """Every metric of a job but wall-clock timings, as (seed, step, name, value) in a fixed order."""
+    from sqlalchemy import select
+
+    from l335q.db import Metric, session_scope
+
+    with session_scope() as s:
+        rows = s.execute(select(Metric.seed, Metric.step, Metric.name, Metric.value)
+                         .where(Metric.job_id == job_id)).all()
+    return sorted((tuple(r) for r in rows if not r[2].endswith("seconds")), key=lambda r: (r[2], r[0] or 0, r[1] or -1))
+
+
 @pytest.fixture
 def one_cpu_thread(monkeypatch):
     """Torch on one CPU thread, in this process and in the processes a test starts (OMP_NUM_THREADS).

@@ -11,10 +11,11 @@ import time
 import pytest
 from sqlalchemy import select
 
-from l335q.checkpoints import stop_event
+from l335q.checkpoints import loads, stop_event
 from l335q.db import Checkpoint, Job, Metric, session_scope
 from l335q.runner import RELEASED, execute_job
 from l335q.submit import create_submission
+from tests.conftest import job_numbers as numbers
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -22,14 +23,6 @@ CLS = {"task": "cls-compare", "seeds": [3], "epochs": 3, "train_subset": 600, "t
        "device": "cpu"}
 FIELD = {"task": "inr-init", "image": "sample:camera", "resolution": 12, "steps": 400, "depth": 3, "width": 24,
          "initialiser": "default", "seeds": "0-2", "seed_group": 3, "device": "cpu"}
-
-
-def numbers(job_id: int) -> list[tuple]:
-    """Every metric of a job but wall-clock timings, in a fixed order."""
-    with session_scope() as s:
-        rows = s.execute(select(Metric.seed, Metric.step, Metric.name, Metric.value)
-                         .where(Metric.job_id == job_id)).all()
-    return sorted((tuple(r) for r in rows if not r[2].endswith("seconds")), key=lambda r: (r[2], r[0] or 0, r[1] or -1))
 
 
 def stop_when(job_id: int, done: int, unit_stage: int = 0) -> threading.Thread:
@@ -58,10 +51,14 @@ def run_until_stopped(job_id: int, done: int, stage: int) -> None:
         watcher.join(timeout=5)
 
 
-@pytest.mark.parametrize("spec,stage,done", [(CLS, 1, 1), (FIELD, 0, 150)], ids=["classification", "field"])
-def test_stopped_and_resumed_equals_uninterrupted(spec, stage, done, monkeypatch):
+@pytest.mark.parametrize("spec,stage,done,fast", [(CLS, 1, 1, None), (CLS, 1, 1, "1"), (FIELD, 0, 150, None)],
+                         ids=["classification", "classification-fused", "field"])
+def test_stopped_and_resumed_equals_uninterrupted(spec, stage, done, fast, monkeypatch):
+    """fast "1": L335Q_FAST=1, the classification job's models train in the fused loop (eagerly on the CPU)."""
     monkeypatch.setenv("L335Q_LEASE_S", "0.3")           # progress reaches the row every 0.1 s
     monkeypatch.setenv("L335Q_CHECKPOINT_S", "3600")     # no periodic save: the stop's own save is what resumes
+    if fast:
+        monkeypatch.setenv("L335Q_FAST", fast)
     _, (plain,) = create_submission(spec)
     assert execute_job(plain) == "done"
 
@@ -72,6 +69,8 @@ def test_stopped_and_resumed_equals_uninterrupted(spec, stage, done, monkeypatch
         assert (job.state, job.attempts, job.claim) == ("queued", 0, None)
         saved = list(s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)))
         assert saved and all(c.data for c in saved)
+        if spec is CLS:                                  # the checkpoints' format is the loop's that wrote them
+            assert all(("fused" in loads(c.data)) == bool(fast) for c in saved)
         assert s.scalar(select(Metric.id).where(Metric.job_id == job_id).limit(1)) is None
     assert execute_job(job_id) == "done"
     with session_scope() as s:

@@ -9,6 +9,7 @@ see ``models.build_model(..., seed=)``; this loop seeds the shuffling and dropou
 On the CPU a model with 2-D convolutions trains and evaluates in channels-last memory format (oneDNN's
 preferred layout: bench/cpu_speed.py measures it) and is handed back in the default format; evaluation runs
 in inference mode, in batches of ``EVAL_BATCH`` (``CPU_EVAL_BATCH`` on the CPU, where smaller batches stay in cache).
+``TrainConfig.fast`` (jobs: ``L335Q_FAST``) hands the training to ``fused.train_fused`` instead (``uses_fused``).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 0
     device: str = "cpu"
-    fast: bool = False      # on CUDA, without checkpoints: ``fused.train_fused`` (CUDA graphs); elsewhere ignored
+    fast: str = "off"       # "auto": ``fused.train_fused`` on CUDA (graphs); "on": also elsewhere (eager); "off"
 
 
 @dataclass
@@ -90,22 +91,60 @@ def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], 
     ``ckpt`` (a job's ``Checkpoints``): resume from this training's last checkpoint (its finished epochs are
     replayed through ``on_epoch``), save one every ``L335Q_CHECKPOINT_S`` at epoch ends, and on a stop request
     save mid-epoch and raise ``Interrupted``. Resumed or not, the same seed gives the same numbers on a CPU.
-    ``cfg.fast`` on CUDA without checkpoints: ``fused.train_fused`` trains the model instead (its steps as CUDA
-    graphs; the same loop otherwise, its dropout masks drawn differently)."""
+    When ``uses_fused``, ``fused.train_fused`` trains the model instead, with the same checkpoints (its steps as
+    CUDA graphs on CUDA; otherwise the same numbers within float rounding, ``tests/test_fast.py``)."""
     say = log_fn or log.info
     device = torch.device(cfg.device)
-    if cfg.fast and device.type == "cuda" and ckpt is NO_CHECKPOINTS:
+    stage = ckpt.stage()
+    saved = stage.load()
+    if uses_fused(cfg, device, saved):
         from .fused import train_fused
 
         return train_fused([model], data, cfg, [cfg.seed], on_epoch=on_epoch and (lambda _, e: on_epoch(e)),
-                           log_fn=say)[0]
+                           log_fn=say, stage=stage, saved=saved)[0]
     model.to(device)
     layout = channels_last_on_cpu(model, device)
     try:
-        return _train(model, data, cfg, on_epoch, say, ckpt, device, layout)
+        return _train(model, data, cfg, on_epoch, say, stage, saved, device, layout)
     finally:
         if layout is torch.channels_last:
             model.to(memory_format=torch.contiguous_format)
+
+
+FAST_MODES = ("auto", "on", "off")
+
+
+def uses_fused(cfg: TrainConfig, device: torch.device, saved: dict | None = None) -> bool:
+    """THE choice between the two training loops: a checkpoint ``saved`` is resumed by the loop that wrote it;
+    otherwise ``cfg.fast`` "on" takes the fused loop everywhere, "auto" on CUDA only, "off" never."""
+    if saved is not None:
+        return "fused" in saved
+    if cfg.fast not in FAST_MODES:
+        raise ValueError(f"TrainConfig.fast={cfg.fast!r}: expected one of {FAST_MODES}")
+    return cfg.fast == "on" or (cfg.fast == "auto" and device.type == "cuda")
+
+
+def history_state(h: History) -> dict:
+    """A ``History`` as checkpoint-safe lists and numbers (``history_from`` reads it back)."""
+    return {"epochs": [asdict(e) for e in h.epochs], "diverged_at": h.diverged_at}
+
+
+def history_from(state: dict) -> History:
+    return History([Epoch(**e) for e in state["epochs"]], state["diverged_at"])
+
+
+def save_at_epoch_end(stage, save: Callable[[], None], epoch: int) -> None:
+    """``save()`` when ``stage.due()``; on a stop request save and raise ``Interrupted`` (the request is read once,
+    so one that comes between the two checks cannot end the training unsaved)."""
+    stopping = stage.stop_requested
+    if stopping or stage.due():
+        save()
+    if stopping:
+        raise Interrupted(f"stopped after epoch {epoch}")
+
+
+def resumed_message(epochs: int, within: int, unit: str) -> str:
+    return f"resumed from a checkpoint after {epochs} epochs" + (f" + {within} {unit}" if within else "")
 
 
 def channels_last_on_cpu(model: nn.Module, device: torch.device) -> torch.memory_format:
@@ -117,7 +156,7 @@ def channels_last_on_cpu(model: nn.Module, device: torch.device) -> torch.memory
     return torch.channels_last
 
 
-def _train(model, data, cfg, on_epoch, say, ckpt, device, layout) -> History:
+def _train(model, data, cfg, on_epoch, say, stage, saved, device, layout) -> History:
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)                     # dropout masks
@@ -125,29 +164,26 @@ def _train(model, data, cfg, on_epoch, say, ckpt, device, layout) -> History:
     x_test = data.x_test.contiguous(memory_format=layout)
     n = len(x)
     history = History()
-    stage = ckpt.stage()
     order, offset, loss_sum = None, 0, None         # the epoch in progress (set when resuming mid-epoch)
 
-    def save(offset: int = 0) -> None:
+    def save(offset: int = 0) -> None:              # order: the epoch in progress, even before its first step
         stage.save(len(history.epochs), {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "shuffle": shuffle.get_state(),
-            "rng": rng_state(), "epochs": [asdict(e) for e in history.epochs], "diverged_at": history.diverged_at,
-            "order": order.cpu() if offset else None, "offset": offset,
-            "loss_sum": loss_sum.cpu() if offset else None})
+            "rng": rng_state(), **history_state(history), "order": None if order is None else order.cpu(),
+            "offset": offset, "loss_sum": None if order is None else loss_sum.cpu()})
 
-    saved = stage.load()
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         shuffle.set_state(saved["shuffle"])
         set_rng_state(saved["rng"])
-        history = History([Epoch(**e) for e in saved["epochs"]], saved["diverged_at"])
+        history = history_from(saved)
         for e in history.epochs:
             if on_epoch:
                 on_epoch(e)
-        if saved["offset"]:
+        if saved["order"] is not None:
             order, offset, loss_sum = saved["order"].to(device), saved["offset"], saved["loss_sum"].to(device)
-        say(f"resumed from a checkpoint after {len(history.epochs)} epochs" + (f" + {offset} images" if offset else ""))
+        say(resumed_message(len(history.epochs), offset, "images"))
         if history.diverged:
             return history
     t_start = time.perf_counter()
@@ -184,10 +220,7 @@ def _train(model, data, cfg, on_epoch, say, ckpt, device, layout) -> History:
         if on_epoch:
             on_epoch(stats)
         stage.tick(epoch, cfg.epochs, "epoch")
-        if stage.due():
-            save()
-        if stage.stop_requested:
-            raise Interrupted(f"stopped after epoch {epoch}")
+        save_at_epoch_end(stage, save, epoch)
         elapsed = time.perf_counter() - t_start
         eta = elapsed / (epoch - first + 1) * (cfg.epochs - epoch)
         say(f"epoch {epoch}/{cfg.epochs}: train acc {train_acc:.4f}, test acc {test_acc:.4f}, "

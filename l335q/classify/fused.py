@@ -9,7 +9,10 @@ per epoch from ``torch.Generator().manual_seed(seed)``, the loss the sum of the 
 each seed's gradient is its own), an element-wise optimiser; after each epoch every seed is evaluated in eval
 mode on the whole training and test sets (large batches, no autograd). Without dropout the numbers are the
 plain loop's, seed by seed, within float tolerance (``tests/test_fast.py``); dropout masks come from one stream
-for all seeds, so with dropout they differ from the plain loop's masks.
+for all seeds, so with dropout they differ from the plain loop's masks (with one seed they are the same). On the
+CPU the fused model runs channels-last, as the plain loop runs a CNN, so their sums round alike.
+``train_fused`` checkpoints through ``engine.train``'s stage as the plain loop does (``fused`` in its state marks
+its format): saved at epoch ends when due, and on a stop request between steps (every ``steps_per_graph``).
 On CUDA (``graphs=None``: when the device is CUDA) the steps run as CUDA graphs of up to ``steps_per_graph``
 steps each, their batch indices precomputed on the device (``graphs.Steps``).
 """
@@ -24,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import NO_CHECKPOINTS, Interrupted, rng_state, set_rng_state
 from ..graphs import Steps, make_capturable
 from ..optim import make_optimizer
-from .engine import Epoch, History, TrainConfig
+from .engine import (Epoch, History, TrainConfig, channels_last_on_cpu, history_from, history_state,
+                     resumed_message, save_at_epoch_end)
 from .models import CNN, build_model
 
 FUSED_EVAL_IMAGES = 10_000        # images per evaluation pass (divided among the seeds' activations)
@@ -187,66 +192,115 @@ class _Epochs:
         bufs[k].copy_(idx)
         steps.run(k)
 
-    def epoch(self, order: torch.Tensor, batch: int) -> torch.Tensor:
-        """One pass over ``order`` (S, n) in mini-batches; returns each seed's summed training loss (S,)."""
+    def epoch(self, order: torch.Tensor, batch: int, start: int = 0,
+              stop: Callable[[], bool] = lambda: False) -> int | None:
+        """Steps ``start``, ``start`` + 1, … of one pass over ``order`` (S, n) in mini-batches, each seed's training
+        loss added to ``loss_sum``. Returns None when the pass is done, or the next step when ``stop()`` (asked
+        before every ``K`` steps) was true."""
         S, n = order.shape
         full = n // batch
-        self.loss_sum.zero_()
         chunks = order[:, :full * batch].reshape(S, full, batch).transpose(0, 1)
-        for j in range(0, full, self.K):
+        for j in range(start, full, self.K):
+            if stop():
+                return j
             self._run(chunks[j:j + self.K])
         if n % batch:
+            if stop():
+                return full
             self._run(order[:, full * batch:].unsqueeze(0))
-        return self.loss_sum.cpu()
+        return None
 
 
 def train_fused(models: list[nn.Module], data, cfg: TrainConfig, seeds: list[int], graphs: bool | None = None,
                 steps_per_graph: int = 64, on_epoch: Callable[[int, Epoch], None] | None = None,
-                log_fn: Callable[[str], None] | None = None,
-                stop: Callable[[int], bool] | None = None) -> list[History]:
+                log_fn: Callable[[str], None] | None = None, stop: Callable[[int], bool] | None = None,
+                stage=None, saved: dict | None = None) -> list[History]:
     """Train ``models`` (one per seed in ``seeds``, same architecture) together as ``cfg`` says (``cfg.seed`` is
     not used: each seed's own seed is). The trained weights are copied back into ``models``; returns one
     ``History`` per seed. A seed whose loss turns non-finite stops its history there (``diverged_at``); the
     others train on (seeds never mix). ``on_epoch(seed index, Epoch)``; ``stop(epoch)`` True after an epoch ends
-    training there (e.g. a time budget)."""
+    training there (e.g. a time budget). ``stage`` (a checkpoint ``Stage``; default none) with ``saved``, what it
+    loaded: resume from ``saved`` (finished epochs replayed through ``on_epoch``), save when ``stage.due()`` at
+    epoch ends, and on a stop request save between steps and raise ``Interrupted``."""
     device = torch.device(cfg.device)
     graphs = device.type == "cuda" if graphs is None else graphs
+    stage = stage or NO_CHECKPOINTS.stage()
     model = fuse(models).to(device)
+    channels_last_on_cpu(model, device)
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    if graphs:
-        make_capturable(opt)
     shuffles = [torch.Generator().manual_seed(int(s)) for s in seeds]
     torch.manual_seed(int(seeds[0]))               # dropout masks (one stream for every seed)
     x, y, n = data.x_train, data.y_train, len(data.x_train)
     runner = _Epochs(model, opt, x, y, graphs, max(1, steps_per_graph))
     histories = [History() for _ in seeds]
-    for epoch in range(1, cfg.epochs + 1):
+    done, order, step = 0, None, 0                 # epochs finished; the epoch in progress: orders, next step
+
+    def save(step: int = 0) -> None:
+        stage.save(done, {
+            "fused": len(seeds), "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
+            "shuffles": [g.get_state() for g in shuffles], "histories": [history_state(h) for h in histories],
+            "done": done, "order": None if order is None else order.cpu(), "step": step,
+            "loss_sum": runner.loss_sum.cpu()})
+
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        for g, state in zip(shuffles, saved["shuffles"]):
+            g.set_state(state)
+        set_rng_state(saved["rng"])
+        histories = [history_from(h) for h in saved["histories"]]
+        done, step = saved["done"], saved["step"]
+        order = None if saved["order"] is None else saved["order"].to(device)
+        runner.loss_sum.copy_(saved["loss_sum"])
+        finished = [(s, e) for s, h in enumerate(histories) for e in h.epochs]
+        for s, e in sorted(finished, key=lambda se: se[1].epoch) if on_epoch else ():   # as they came
+            on_epoch(s, e)
+        if log_fn:
+            log_fn(resumed_message(done, step, "steps"))
+    if graphs:
+        make_capturable(opt)
+    for epoch in range(done + 1, cfg.epochs + 1):
+        if all(h.diverged for h in histories):
+            break
         t0 = time.perf_counter()
         model.train()
-        order = torch.stack([torch.randperm(n, generator=g) for g in shuffles]).to(device)
-        train_loss_sum = runner.epoch(order, cfg.batch_size)
-        train_acc, train_loss = evaluate_fused(model, x, y)
-        test_acc, test_loss = evaluate_fused(model, data.x_test, data.y_test)
-        seconds = time.perf_counter() - t0
-        for s, h in enumerate(histories):
-            if h.diverged:
-                continue
-            if not all(map(math.isfinite, (float(train_loss_sum[s]), float(train_loss[s]), float(test_loss[s])))):
-                h.diverged_at = epoch
-                continue
-            e = Epoch(epoch, float(train_acc[s]), float(test_acc[s]), float(train_loss[s]), float(test_loss[s]),
-                      seconds)
-            h.epochs.append(e)
-            if on_epoch:
-                on_epoch(s, e)
+        if order is None:
+            order = torch.stack([torch.randperm(n, generator=g) for g in shuffles]).to(device)
+            runner.loss_sum.zero_()
+        step = runner.epoch(order, cfg.batch_size, step, lambda: stage.stop_requested)
+        if step is not None:
+            save(step)
+            raise Interrupted(f"stopped in epoch {epoch} after {step} steps")
+        order, step, done = None, 0, epoch
+        _end_epoch(model, data, histories, epoch, runner.loss_sum.cpu(), t0, on_epoch)
+        stage.tick(epoch, cfg.epochs, "epoch")
         if log_fn:
-            log_fn(f"epoch {epoch}/{cfg.epochs}: test acc {', '.join(f'{float(a):.4f}' for a in test_acc)}, "
-                   f"{seconds:.2f} s")
-        stopped = stop is not None and stop(epoch)
-        if stopped or all(h.diverged for h in histories):
+            log_fn(f"epoch {epoch}/{cfg.epochs}: test acc "
+                   f"{', '.join('diverged' if h.diverged else f'{h.final.test_acc:.4f}' for h in histories)}, "
+                   f"{time.perf_counter() - t0:.2f} s")
+        save_at_epoch_end(stage, save, epoch)
+        if stop is not None and stop(epoch):
             break
     unfuse(model, models)
     return histories
+
+
+def _end_epoch(model: FusedNet, data, histories: list[History], epoch: int, train_loss_sum: torch.Tensor,
+               t0: float, on_epoch) -> None:
+    """Evaluate every seed after ``epoch``: an ``Epoch`` in its history, or ``diverged_at`` at a non-finite loss."""
+    train_acc, train_loss = evaluate_fused(model, data.x_train, data.y_train)
+    test_acc, test_loss = evaluate_fused(model, data.x_test, data.y_test)
+    seconds = time.perf_counter() - t0
+    for s, h in enumerate(histories):
+        if h.diverged:
+            continue
+        if not all(map(math.isfinite, (float(train_loss_sum[s]), float(train_loss[s]), float(test_loss[s])))):
+            h.diverged_at = epoch
+            continue
+        e = Epoch(epoch, float(train_acc[s]), float(test_acc[s]), float(train_loss[s]), float(test_loss[s]), seconds)
+        h.epochs.append(e)
+        if on_epoch:
+            on_epoch(s, e)
 
 
 def train_seeds(name: str, data, cfg: TrainConfig, seeds: list[int], cnn_config=None, **kw) -> list[History]:

@@ -44,14 +44,16 @@ def run_model(name: str, params: dict, seed: int, data, ctx, many_seeds: bool = 
               cnn_config=None) -> History:
     """Train one model for one seed, writing its curves (``<prefix>train_acc`` …) and, for a CNN, its weights
     and feature maps. A CNN is ``cnn_config`` (a ``CNNConfig``; default ``DEFAULT_CNN``). Sets
-    ``ctx.state = "diverged"`` when the loss goes non-finite."""
+    ``ctx.state = "diverged"`` when the loss goes non-finite. ``L335Q_FAST`` goes to ``TrainConfig.fast``
+    (``engine.uses_fused`` decides the loop)."""
+    from ..config import fast_mode
     from .engine import TrainConfig, train
     from .features import store_cnn
     from .models import build_model, count_params
 
     model = build_model(name, cnn_config, seed=seed)
     cfg = TrainConfig(epochs=params["epochs"], batch_size=params["batch_size"], lr=params["lr"],
-                      optimizer=params["optimizer"], seed=seed, device=ctx.device)
+                      optimizer=params["optimizer"], seed=seed, device=ctx.device, fast=fast_mode())
     ctx.metric(f"{prefix}params", count_params(model), seed=seed)
 
     def record(e):

@@ -1,7 +1,7 @@
 """What the neural-field task kinds ``inr-arch``, ``ffn-sigma`` and ``upsample`` share: their spec keys,
 the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, per-seed metrics, and the pack key;
 and what every field kind (``inr-init`` too) fits through: ``fit``, on the job's device and checkpoints, by the
-engine's fast path where ``L335Q_FAST`` says (default auto: on CUDA; see ``config.fast_fields``).
+engine's fast path where ``L335Q_FAST`` says (default auto: on CUDA; see ``config.fast_mode``).
 Torch-free at import (a task's schema is built at submit time): the engine loads when a job runs."""
 from __future__ import annotations
 
@@ -75,9 +75,9 @@ def resolve_sigma(img, cfg: FieldConfig, params: dict, split: str, ctx) -> tuple
 
 def fast_for(device: str) -> bool:
     """Whether a field job on ``device`` takes the engine's fast path: ``L335Q_FAST`` on, or auto on CUDA."""
-    from ..config import fast_fields
+    from ..config import fast_mode
 
-    mode = fast_fields()
+    mode = fast_mode()
     return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))
 
 
