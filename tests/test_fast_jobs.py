@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from l335q import UserError
 from l335q.db import Job, session_scope
 from l335q.fields.jobs import fast_for
 from l335q.runner import execute_job
@@ -43,10 +42,7 @@ def test_the_setting_resolves_in_one_place(monkeypatch):
         assert fast_for("cpu") and fast_for("cuda:0")
     for off in ("0", "off"):
         monkeypatch.setenv("L335Q_FAST", off)
-        assert not fast_for("cpu") and not fast_for("cuda:0")
-    monkeypatch.setenv("L335Q_FAST", "yes please")
-    with pytest.raises(UserError, match="L335Q_FAST"):
-        fast_for("cpu")
+        assert not fast_for("cpu") and not fast_for("cuda:0")      # (bad values: tests/test_fast.py)
 
 
 @pytest.mark.parametrize("task", SPECS)
