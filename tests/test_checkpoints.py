@@ -21,8 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 CLS = {"task": "cls-compare", "seeds": [3], "epochs": 3, "train_subset": 600, "test_subset": 300, "batch_size": 50,
        "device": "cpu"}
-FIELD = {"task": "inr-init", "image": "sample:camera", "resolution": 12, "steps": 400, "depth": 3, "width": 24,
-         "initialiser": "default", "seeds": "0-2", "seed_group": 3, "device": "cpu"}
+FIELD = {"task": "inr-init", "image": "sample:camera", "resolution": 12, "steps": 3000, "depth": 3, "width": 24,
+         "initialiser": "default", "seeds": "0-2", "seed_group": 3, "device": "cpu"}   # ~1 s: the stop at step 150
+#                                                               arrives mid-fit (400 steps often ended before it)
 
 
 def stop_when(job_id: int, done: int, unit_stage: int = 0) -> threading.Thread:
