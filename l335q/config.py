@@ -79,9 +79,8 @@ def max_attempts() -> int:
 
 def pack_max() -> int:
     """``L335Q_PACK_MAX``: a worker runs up to this many queued jobs of one shape as one batched run (task kinds
-    with ``run_packed``; see ``l335q.packing``). Default 1: packing off, until packs pass the fault suite (a worker
-    killed at random moments lost a packed job in one run; a PostgreSQL restart stalled a pack)."""
-    return max(1, int(_seconds("L335Q_PACK_MAX", 1)))
+    with ``run_packed``; see ``l335q.packing``). Default 16; 1 turns packing off."""
+    return max(1, int(_seconds("L335Q_PACK_MAX", 16)))
 
 
 FAST_MODES = {"auto": "auto", "on": "on", "1": "on", "true": "on", "off": "off", "0": "off", "false": "off"}

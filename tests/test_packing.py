@@ -23,7 +23,7 @@ SMALL = {"task": "inr-init", "image": "sample:camera", "resolution": 10, "steps"
 
 @pytest.fixture(autouse=True)
 def packing_on(monkeypatch):
-    """Packing is off by default (L335Q_PACK_MAX=1); these tests turn it on unless they set their own cap."""
+    """These tests pin the cap at 16 (the default) unless they set their own."""
     monkeypatch.setenv("L335Q_PACK_MAX", "16")
 
 
