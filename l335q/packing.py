@@ -28,9 +28,8 @@ healthy job nor lets a job that kills its worker escape ``max_attempts``. Packs 
 work lost is small; a job on its own keeps its checkpoints as before.
 
 **Same rows**: a job's share of a packed run is ``FitResult.pick`` of its seeds, written by the kind's own code,
-so a packed job writes the rows it writes alone: bit for bit on the CPU for the practical's ReLU network
-(``inr-init``), within float rounding where a sigmoid output or Fourier features are involved (some elementwise
-kernels round a member differently at another offset in the batched tensor; seed groups already do the same).
+so a packed job writes the rows it writes alone: bit for bit on the CPU (``tests/test_packing.py``: ``inr-init``,
+``inr-arch``, ``ffn-sigma``; a sigmoid output is computed member by member there, ``fields.models.per_member``).
 
 **Failure**: an error in the packed run fails every job of the pack with that error (the jobs share their
 shape, so a deterministic error is what each would have met alone).

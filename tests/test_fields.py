@@ -135,6 +135,31 @@ def test_batched_equals_one_by_one(tiny, optimizer, batch_pixels):
     assert len({round(p, 3) for p in batched.train_psnr}) == 3, "seeds should differ"
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_seed_group_gives_each_seed_exactly_its_alone_numbers(threads):
+    """Bit for bit on the CPU with a sigmoid output, Gaussian Fourier features and a SIREN net, on one thread and
+    two: a kernel whose vectorised body and scalar tail round differently (the sigmoid's) is run member by member.
+    10 x 10 every-other: 25 training pixels (75 outputs), so tails fall inside members; the render's 36,003 outputs
+    per member are split in parallel chunks on two threads."""
+    img = resize(load_image("sample:camera"), 10)
+    cfg = FieldConfig(depth=3, width=16, activation="sine", init="siren", output="sigmoid", encoding="gaussian",
+                      features=16, sigma=3.0, steps=40)
+    coords = torch.rand(12_001, 2, generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        seeds = [0, 1, 2, 3]
+        group = fit_image(img, cfg, seeds, split="every-other", log_every=5)
+        rendered = group.render(coords)
+        for i, s in enumerate(seeds):
+            alone = fit_image(img, cfg, [s], split="every-other", log_every=5)
+            assert (group.train_psnr[i], group.heldout_psnr[i]) == (alone.train_psnr[0], alone.heldout_psnr[0])
+            assert group.loss_curve[i] == alone.loss_curve[0]
+            assert torch.equal(rendered[i], alone.render(coords)[0])
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("batch_pixels,init", [(None, "default"), (16, "default"), (None, "mean-colour")])
 def test_members_with_their_own_sigma_and_pixels_equal_solo_fits(tiny, batch_pixels, init):
     """One batched model whose members differ in σ and in the pixels they fit (sets of unequal size, padded

@@ -2,7 +2,8 @@
 
 The loss is the sum over seeds of each seed's mean loss, so each seed's gradient is exactly its solo
 gradient; every optimiser here (Adam, AdamW, SGD, RMSprop) updates each parameter element on its own,
-so a batch of seeds trains exactly as the seeds would one by one (``tests/test_fields.py`` checks it).
+so a batch of seeds trains exactly as the seeds would one by one (``tests/test_fields.py`` checks it; on the CPU
+bit for bit: the sigmoid output is computed member by member, ``models.per_member``).
 Seeds are split into chunks that fit the device's memory (estimated from activation sizes; on CUDA
 against ``torch.cuda.mem_get_info``). A seed whose loss turns non-finite is flagged as diverged and
 its PSNR is None; the other seeds carry on untouched (their parameters never mix).

@@ -96,6 +96,18 @@ def mean_colour_output(target_mean, output: str, out_dim: int) -> torch.Tensor:
     return torch.logit(m.clamp(1e-3, 1 - 1e-3)) if output == "sigmoid" else m
 
 
+def per_member(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for an elementwise ``fn``, computed on each member's slice x[i] on its own on the CPU: exactly
+    the values of that member alone. PyTorch's CPU kernel for some ops (``torch.sigmoid``) computes the
+    vectorised body of a tensor with a SIMD approximation and its tail (< 2 vector widths) with the scalar
+    function, which differ in the last bits: in one (S, ...) tensor a member's values would depend on where it
+    sits. A slice has the numel of the member alone, hence the same body/tail split and parallel chunks; its
+    own autograd node keeps the backward per member too. On CUDA (no body/tail split) one op for all."""
+    if x.device.type != "cpu" or x.shape[0] == 1:
+        return fn(x)
+    return torch.stack([fn(m) for m in x.unbind(0)])
+
+
 class BatchedMLP(nn.Module):
     """S coordinate MLPs as one module: input (S, N, in) -> output (S, N, out).
 
@@ -141,7 +153,7 @@ class BatchedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pre_output(x)
-        return torch.sigmoid(x) if self.output == "sigmoid" else torch.relu(x)
+        return per_member(torch.sigmoid, x) if self.output == "sigmoid" else torch.relu(x)
 
 
 class Field(torch.nn.Module):
