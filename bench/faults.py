@@ -284,6 +284,7 @@ SCENARIOS = {"node_kill": node_kill, "pool_kill": pool_kill, "broker_flush": bro
 
 
 def main() -> None:
+    from l335q.config import pack_max
     from l335q.results import Table, render
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -299,7 +300,8 @@ def main() -> None:
             rows.append(SCENARIOS[name](Path(args.out) / f"{name}{i}", **kwargs))
             print(rows[-1], file=sys.stderr, flush=True)
     table = Table(task="faults", columns=list(asdict(rows[0])), rows=[asdict(r) for r in rows],
-                  notes=[f"lease {LEASE_S:g} s, reaper every 0.5 s, queued grace 2 s, one torch thread per process"])
+                  notes=[f"lease {LEASE_S:g} s, reaper every 0.5 s, queued grace 2 s, one torch thread per process, "
+                         f"packs of up to {pack_max()} jobs (L335Q_PACK_MAX)"])
     print(render(table))
 
 

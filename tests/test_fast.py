@@ -134,7 +134,7 @@ def test_fused_training_stopped_anywhere_resumes_to_the_same_numbers(data, one_c
 
 
 def test_l335q_fast_and_the_one_choice_of_loop(monkeypatch):
-    for value, mode in [(None, "auto"), ("auto", "auto"), ("1", "on"), ("On", "on"), ("true", "on"), ("0", "off"),
+    for value, mode in [(None, "off"), ("auto", "auto"), ("1", "on"), ("On", "on"), ("true", "on"), ("0", "off"),
                         ("off", "off"), ("FALSE", "off")]:
         if value is None:
             monkeypatch.delenv("L335Q_FAST", raising=False)

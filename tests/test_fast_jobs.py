@@ -36,6 +36,8 @@ def run_job(spec: dict) -> tuple[list, list, dict]:
 
 
 def test_the_setting_resolves_in_one_place(monkeypatch):
+    assert not fast_for("cuda") and not fast_for("cpu")                             # default: off
+    monkeypatch.setenv("L335Q_FAST", "auto")
     assert fast_for("cuda") and fast_for("cuda:1") and not fast_for("cpu")          # auto: on CUDA only
     for on in ("1", "on", " ON "):
         monkeypatch.setenv("L335Q_FAST", on)

@@ -1,7 +1,7 @@
 """What the neural-field task kinds ``inr-arch``, ``ffn-sigma`` and ``upsample`` share: their spec keys,
 the FieldConfig of a job, ``sigma: auto`` resolved from the training pixels, per-seed metrics, and the pack key;
 and what every field kind (``inr-init`` too) fits through: ``fit``, on the job's device and checkpoints, by the
-engine's fast path where ``L335Q_FAST`` says (default auto: on CUDA; see ``config.fast_mode``).
+engine's fast path where ``L335Q_FAST`` says (``auto``: on CUDA; default off; see ``config.fast_mode``).
 Torch-free at import (a task's schema is built at submit time): the engine loads when a job runs."""
 from __future__ import annotations
 
