@@ -4,6 +4,11 @@ the plain loop, and a job stopped and resumed through the fast path ends with th
 fit. Bit for bit: on the CPU both paths run the same ``_step`` on the same tensors in the same order."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from l335q.db import Job, session_scope
@@ -12,6 +17,8 @@ from l335q.runner import execute_job
 from l335q.submit import create_submission
 from test_checkpoints import FIELD, numbers, run_until_stopped
 from test_packing import rows
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -75,3 +82,41 @@ def test_stopped_and_resumed_through_the_fast_path_equals_uninterrupted(monkeypa
     with session_scope() as s:
         assert s.get(Job, job_id).result["fast"] is True and s.get(Job, job_id).attempts == 1
     assert numbers(job_id) == numbers(plain)
+
+
+def test_gpu_jobs_bench_tiny_runs_every_kind_plain_fast_and_resumed(tmp_path):
+    """bench/gpu_jobs.py (the evidence for L335Q_FAST's default, meant for a GPU) at tiny sizes on the CPU, without
+    the packages the GPU machine lacks beyond SQLAlchemy/alembic/Mako: every kind done three ways; fields bit for
+    bit; classification within test_fast's tolerance (3 images, 2e-3); stopped mid-run + resumed == uninterrupted."""
+    out = tmp_path / "jobs.json"
+    code = ("import sys\nfor m in ('celery', 'redis', 'psycopg2', 'fastapi', 'uvicorn'): sys.modules[m] = None\n"
+            f"sys.argv = ['gpu_jobs.py', '--tiny', '--device', 'cpu', '--out', {str(out)!r}]\n"
+            f"import runpy; runpy.run_path({str(ROOT / 'bench' / 'gpu_jobs.py')!r}, run_name='__main__')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "L335Q_DATABASE_URL": "postgresql://x"}    # not used: its own db
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["errors"] == {} and r["skipped"] == [] and r["fast_setting"] == "on"
+    assert list(r["kinds"]) == ["cls-compare", "cls-sweep", "inr-init", "inr-arch", "ffn-sigma", "upsample"]
+    for kind, k in r["kinds"].items():
+        plain, fast, stopped = k["plain"], k["fast"], k["stopped"]
+        assert (plain["state"], fast["state"], stopped["first_state"], stopped["state"]) == (
+            "done", "done", "released", "done"), kind
+        assert plain["error"] is fast["error"] is stopped["error"] is None and stopped["attempts"] == 1
+        assert stopped["stop_requested_at"] and k["resumed_equals_fast"], kind
+        assert set(k["resumed_vs_fast"].values()) == {0.0}, kind
+        (ckpt,) = stopped["checkpoints"]                  # saved mid-run: what the resumed run started from
+        total = k["spec"]["epochs"] if kind.startswith("cls") else k["spec"]["steps"]
+        assert ckpt["stage"] == k["stop_at"]["stage"] and ckpt["step"] < total, kind
+        diffs = k["fast_vs_plain"]
+        if kind.startswith("cls"):
+            assert ckpt["fused"] and fast["fast_path"] is None       # the fused loop; cls jobs do not say it
+            for name, d in diffs.items():
+                what = name.split("/")[-1]
+                images = k["spec"]["train_subset" if what.startswith("train") else "test_subset"]
+                limit = 3.01 / images if what.endswith("_acc") else 2e-3 if what.endswith("_loss") else 0.0
+                assert d <= limit, (kind, name, d)
+        else:
+            assert (plain["fast_path"], fast["fast_path"]) == (False, True), kind
+            assert len(diffs) >= 2 and set(diffs.values()) == {0.0}, kind
+    assert "resumed==fast" in p.stdout and "skipped: none | errors: none" in p.stdout
