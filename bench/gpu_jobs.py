@@ -135,11 +135,11 @@ def bench_kind(b: Bench, kind: str, spec: dict, stop_at: tuple[int, int]) -> Non
 def table(out: dict) -> str:
     lines = [f"{'kind':12}{'plain s':>9}{'fast s':>9}  {'worst |fast - plain|':36}{'resumed==fast':>14}  states"]
     for kind, r in out["kinds"].items():
-        p, f, st, diffs = r["plain"], r.get("fast", {}), r.get("stopped", {}), r.get("fast_vs_plain", {})
+        p, f, st, diffs = r.get("plain", {}), r.get("fast", {}), r.get("stopped", {}), r.get("fast_vs_plain", {})
         worst = next((k for k, v in diffs.items() if isinstance(v, str)), None) or max(diffs, key=diffs.get, default="")
-        lines.append(f"{kind:12}{p['seconds']:>9}{f.get('seconds', '-'):>9}  {worst + ' ' + str(diffs.get(worst)):36}"
-                     f"{str(r.get('resumed_equals_fast', '-')):>14}  {p['state']}/{f.get('state')}/"
-                     f"{st.get('first_state')}->{st.get('state')}")
+        lines.append(f"{kind:12}{p.get('seconds', '-'):>9}{f.get('seconds', '-'):>9}  "
+                     f"{worst + ' ' + str(diffs.get(worst)):36}{str(r.get('resumed_equals_fast', '-')):>14}  "
+                     f"{p.get('state')}/{f.get('state')}/{st.get('first_state')}->{st.get('state')}")
     return "\n".join(lines)
 
 
