@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 TOKEN = "web-test-token-7Qx"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 INR = {"task": "inr-init", "resolution": 16, "width": 64, "device": "cpu", "seed_group": 1}
-RUNNING = {**INR, "title": "watched while it runs", "steps": 900, "initialiser": ["default"], "seeds": "0-5"}
+RUNNING = {**INR, "title": "watched while it runs", "steps": 2400, "initialiser": ["default"], "seeds": "0-5"}   # ~1 s a job when idle
 QUEUED = {**INR, "title": "cancelled, then retried", "steps": 20, "seeds": [0],
           "initialiser": ["default", "xavier-normal"]}
 FAILING = {**INR, "title": "fails: its image was never stored", "steps": 20, "seeds": [0],
@@ -32,8 +32,10 @@ FAILING = {**INR, "title": "fails: its image was never stored", "steps": 20, "se
 
 @pytest.fixture
 def short_lease(monkeypatch):
-    """Running jobs write their progress every lease / 3 = 0.3 s (the workers started after this inherit it)."""
+    """Running jobs write their progress every lease / 3 = 0.3 s (the workers started after this inherit it), one
+    job at a time (no packs: the watched batch's jobs finish one by one, for the page to show them advance)."""
     monkeypatch.setenv("L335Q_LEASE_S", "0.9")
+    monkeypatch.setenv("L335Q_PACK_MAX", "1")
 
 
 @pytest.fixture
@@ -149,7 +151,7 @@ def test_live_view_in_a_real_browser(short_lease, api_server, worker, tmp_path):
         assert len({f for f, _, _ in seen}) >= 3 and unfinished, seen    # at least two steps seen under way
         assert any(running for *_, running in seen), seen
         assert seen[-1][:2] == (6, 6)
-        steps = [re.fullmatch(r"job (\d+): step (\d+) of 900", line) for line in lines]
+        steps = [re.fullmatch(r"job (\d+): step (\d+) of 2400", line) for line in lines]
         assert lines and all(steps) and len({m[2] for m in steps}) >= 2, lines      # each job's own progress
         page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
 
