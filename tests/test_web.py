@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 TOKEN = "web-test-token-7Qx"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 INR = {"task": "inr-init", "resolution": 16, "width": 64, "device": "cpu", "seed_group": 1}
-RUNNING = {**INR, "title": "watched while it runs", "steps": 2400, "initialiser": ["default"], "seeds": "0-5"}   # ~1 s a job when idle
+# ~1 s a job on an idle machine: several progress beats each
+RUNNING = {**INR, "title": "watched while it runs", "steps": 2400, "initialiser": ["default"], "seeds": "0-5"}
 QUEUED = {**INR, "title": "cancelled, then retried", "steps": 20, "seeds": [0],
           "initialiser": ["default", "xavier-normal"]}
 FAILING = {**INR, "title": "fails: its image was never stored", "steps": 20, "seeds": [0],
