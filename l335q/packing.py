@@ -4,8 +4,8 @@ by its own claim.
 
 **Shape** (the pack key): the task kind and every param but ``seeds`` (a kind may define ``pack_key(params)``;
 the field kinds keep ``sigma: auto`` jobs alone); only kinds with ``run_packed(list of params, list of contexts)``
-pack (``inr-init``, ``inr-arch``, ``ffn-sigma``): they fit ``all_seeds`` once and write each job's ``shares``. ``L335Q_PACK_MAX`` caps a pack's jobs
-(default 16; 1 turns packing off).
+pack (``inr-init``, ``inr-arch``, ``ffn-sigma``): they fit ``all_seeds`` once and write each job's ``shares``.
+``L335Q_PACK_MAX`` caps a pack's jobs (default 16; 1 turns packing off).
 
 **Which jobs** (``claim_packmates``, one short transaction after the first job's claim, same rules as a claim):
   * only ``queued`` jobs of the same task kind and broker queue as the first job, its own submission's first, in
@@ -95,7 +95,8 @@ def claim_packmates(job_id: int, claim, worker: str, lease_s: float, url: str | 
     from .runner import new_token
 
     limit = pack_max() - 1
-    if limit < 1 or claim.resumed or claim.attempt != 1 or claim.lost_before or pack_key(claim.task, claim.params) is None:
+    alone = claim.resumed or claim.attempt != 1 or claim.lost_before        # resumed, or lost a worker before
+    if limit < 1 or alone or pack_key(claim.task, claim.params) is None:
         return {}
     token = new_token(packed=True)
     return with_retries(lambda: _pack(job_id, claim, token, worker, lease_s, url, limit),
