@@ -149,7 +149,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU test)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=240.0)
+    ap.add_argument("--image", help="the field jobs' image (a PNG path) instead of the sample (a machine without "
+                                    "scikit-image's data files)")
     args = ap.parse_args(argv)
+    if args.image:
+        SIZES[args.tiny][1]["image"] = str(Path(args.image).resolve())
     with tempfile.TemporaryDirectory(prefix="l335q-gpu-jobs-") as home:     # the throwaway embedded database
         os.environ.update(XDG_DATA_HOME=home, L335Q_PACK_MAX="1", L335Q_CHECKPOINT_S="3600")   # no periodic save:
         for name in ("L335Q_DATABASE_URL", "L335Q_BROKER_URL", "L335Q_DEVICE", "L335Q_LEASE_S"):  # the stop's own
