@@ -135,6 +135,21 @@ def test_batched_equals_one_by_one(tiny, optimizer, batch_pixels):
     assert len({round(p, 3) for p in batched.train_psnr}) == 3, "seeds should differ"
 
 
+def test_a_cpu_fits_big_seeds_one_by_one_with_the_same_numbers(tiny):
+    """On a CPU, from ``CPU_SOLO_WORK`` (train pixels x width²) on, seeds train one after the other (they ran
+    1.2-1.3x slower batched on 2 threads, research/cpu_seed_batching.md); below it, as one batched model. A
+    requested chunk is kept, and the numbers are the same bit for bit either way."""
+    from l335q.fields.engine import CPU_SOLO_WORK, seed_chunk
+
+    small, big = FieldConfig(depth=2, width=64, steps=8), FieldConfig(depth=2, width=256, steps=8)
+    assert 256 * 256 ** 2 == CPU_SOLO_WORK
+    assert seed_chunk(small, 3, 256, "cpu", 2) == 3 and seed_chunk(big, 3, 255, "cpu", 2) == 3
+    assert seed_chunk(big, 3, 256, "cpu", 2) == 1 and seed_chunk(big, 3, 256, "cpu", 2, requested=3) == 3
+    solo, batched = fit_image(tiny, big, [0, 1, 2]), fit_image(tiny, big, [0, 1, 2], chunk=3)   # 16 x 16 pixels
+    assert (solo.chunk, batched.chunk) == (1, 3)
+    assert solo.train_psnr == batched.train_psnr and solo.loss_curve == batched.loss_curve
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_seed_group_gives_each_seed_exactly_its_alone_numbers(threads):
     """Bit for bit on the CPU with a sigmoid output, Gaussian Fourier features and a SIREN net, on one thread and

@@ -29,6 +29,7 @@ from .names import ACTIVATIONS, ENCODINGS, INITIALISERS, LOSSES, OUTPUTS
 from .pixels import Pixels, psnr, seed_psnr  # noqa: F401  (psnr: part of the engine's interface)
 
 CPU_BUDGET_BYTES = 3 * 2**30      # working memory assumed on a CPU device
+CPU_SOLO_WORK = 2**24             # pixels x width² of one seed from which a CPU fits seeds one by one (seed_chunk)
 CHECK_EVERY = 50                  # steps between looks at the checkpoint clock and the stop flag
 
 
@@ -93,7 +94,15 @@ def bytes_per_seed(cfg: FieldConfig, pixels: int, in_dim: int) -> int:
     return 4 * (acts + 5 * params)
 
 
-def seed_chunk(cfg: FieldConfig, n_seeds: int, pixels: int, device: str, in_dim: int) -> int:
+def seed_chunk(cfg: FieldConfig, n_seeds: int, pixels: int, device: str, in_dim: int,
+               requested: int | None = None) -> int:
+    """Seeds per batched model: ``requested``, by default all of them, but on a CPU one when a seed's own matmuls
+    keep the cores busy (pixels x width² >= ``CPU_SOLO_WORK``; research/cpu_seed_batching.md: batched, such fits
+    ran 1.2-1.3x slower on 2 threads); never more than fit in memory. The numbers are the same either way; the
+    rule reads no thread count, so a job resumed on another worker splits its seeds as before."""
+    if requested is None:
+        solo = not str(device).startswith("cuda") and pixels * cfg.width ** 2 >= CPU_SOLO_WORK
+        requested = 1 if solo else n_seeds
     if str(device).startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         budget = 0.7 * free
@@ -104,7 +113,7 @@ def seed_chunk(cfg: FieldConfig, n_seeds: int, pixels: int, device: str, in_dim:
     if fit < 1:
         raise UserError(f"one seed needs about {per / 2**30:.1f} GiB per step, more than the {budget / 2**30:.1f} GiB "
                         f"available on {device}: use batch_pixels, a smaller resolution or a smaller network")
-    return max(1, min(n_seeds, fit))
+    return max(1, min(requested, n_seeds, fit))
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -320,7 +329,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     those of that step, ``steps_run`` says when; values of members stopped earlier stay as they were), the
     others train on as a smaller batch; naming every member still training ends the chunk. Not with ``ckpt``.
     The fitted fields stay on ``device`` for ``render``.
-    chunk: seeds per batched model (default: as many as fit the device's memory).
+    chunk: seeds per batched model (default ``seed_chunk``'s: all, one at a time for big fits on a CPU; never
+    more than fit the device's memory).
     fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (eagerly
     elsewhere: the same numbers; other fits ignore it, ``FitResult.fast`` says); TF32 is the caller's choice;
     ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers). Jobs: ``L335Q_FAST``.
@@ -339,7 +349,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     log_every = max(1, log_every or cfg.steps // 50)
     in_dim = 2 if cfg.encoding == "none" else 2 * frequency_matrix(cfg.encoding, [0], cfg.features, cfg.sigma).shape[-1]
     pixels = min(cfg.batch_pixels or pix.n, pix.n)
-    chunk = min(chunk or len(seeds), seed_chunk(cfg, len(seeds), pixels, device, in_dim))
+    chunk = seed_chunk(cfg, len(seeds), pixels, device, in_dim, chunk)
     fast = fast if pixels == pix.n and until is None else False      # the fast path takes full-batch fits only
     t0 = time.perf_counter()
     fields, train, scores, curves, bad, steps, run = [], [], {k: [] for k in evals}, [], [], [], []
