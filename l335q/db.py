@@ -180,6 +180,36 @@ def upgrade(url: str | None = None) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+def create_sqlite(path: Path) -> None:
+    """A new embedded database appears whole or not at all: it is migrated in a temporary file beside ``path`` and
+    then linked into place (``os.link`` fails when another first run got there first; its file is kept). A first
+    run killed mid-migration, or two at once, used to leave tables without a migration version behind (SQLite's
+    DDL is not transactional under alembic), and every later command failed."""
+    import os
+    import uuid
+
+    from alembic import command
+
+    if path.exists() and path.stat().st_size > 0:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        command.upgrade(alembic_config(f"sqlite:///{tmp}"), "head")
+        if path.exists() and path.stat().st_size == 0:      # an empty file a bare connection left (not ours)
+            path.unlink(missing_ok=True)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
 def check_reachable(url: str) -> None:
     try:
         with get_engine(url).connect():
@@ -197,9 +227,18 @@ def ensure_schema(url: str | None = None) -> None:
     url = url or database_url()
     if url in _ready:
         return
+    path = _sqlite_file(url)
+    if path is not None:
+        create_sqlite(path)
     check_reachable(url)
     if url.startswith("sqlite"):
-        upgrade(url)
+        try:
+            upgrade(url)
+        except OperationalError as exc:
+            if "already exists" not in str(exc.orig):
+                raise
+            raise UserError(f"embedded database {path or url} is incomplete (tables without a migration version: "
+                            "an earlier first run was interrupted); move it away and run again") from None
     else:
         from sqlalchemy import inspect
 

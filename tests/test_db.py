@@ -118,3 +118,49 @@ def test_service_database_without_tables_says_run_upgrade(pg_url):
         get_engine(f"{server}/{name}").dispose()
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def _version(path) -> list:
+    import sqlite3
+
+    with sqlite3.connect(path) as c:
+        return c.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+def test_first_runs_at_once_make_one_whole_embedded_database(tmp_path):
+    """Four processes use a new embedded database at the same moment: each gets a whole, migrated file (it is
+    built beside the path and linked into place), no temporary file is left, and an empty file that a bare
+    connection left is replaced."""
+    import subprocess
+    import sys
+
+    from l335q.config import database_url
+    from l335q.db import create_sqlite
+
+    code = "from l335q.db import ensure_schema; ensure_schema()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    path = tmp_path / "xdg" / "l335q" / "l335q.db"
+    assert database_url() == f"sqlite:///{path}" and len(_version(path)) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["l335q.db"]
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    create_sqlite(empty)
+    assert len(_version(empty)) == 1 and TABLES <= set(inspect(get_engine(f"sqlite:///{empty}")).get_table_names())
+
+
+def test_an_interrupted_first_run_is_one_clear_error(tmp_path):
+    """A file with tables but no migration version (what an interrupted first run left before create_sqlite):
+    exit 2 and one line that names the file, not a traceback."""
+    import sqlite3
+
+    from tests.conftest import l335q_cmd
+
+    path = tmp_path / "xdg" / "l335q" / "l335q.db"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE submissions (id INTEGER PRIMARY KEY)")
+    proc = l335q_cmd("results", "--task", "inr-init")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"embedded database {path} is incomplete" in proc.stderr
