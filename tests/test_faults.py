@@ -57,7 +57,9 @@ def test_poison_job_fails_after_max_attempts(tmp_path):
     assert row.lost == 0 and row.duplicated == 0, row     # the other jobs are done, once
     kills = re.match(r"state failed, attempts 2, kills (\d+) \((\d+) in a pack\): worker lost 2 times; last on ",
                      row.note)
-    assert kills and int(kills[1]) - int(kills[2]) == 2, row        # its losses alone are the ones counted
+    # at least its 2 counted losses alone; a kill may land while its first claim turns into a pack's (then it
+    # is not counted, and the pack's claim is killed too): tests/test_packing.py checks what a pack loss counts
+    assert kills and int(kills[1]) - int(kills[2]) >= 2, row
 
 
 def test_a_job_outliving_its_lease_is_not_run_twice(tmp_path):
