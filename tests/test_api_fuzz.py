@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from conftest import REDIS, fresh_pg_database
 from l335q.api.app import app
@@ -71,4 +71,8 @@ def test_no_5xx_and_errors_are_one_json_line(case, fuzz_env):
     response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
     one_json_line_error(response)
-    case.validate_response(response, excluded_checks=[positive_data_acceptance])
+    # a one-item list in the query goes on the wire as the item itself (``queue=false``): a "schema-violating"
+    # request the server cannot tell from a valid one, so its acceptance is not a failure
+    scalar_on_wire = any(isinstance(v, list) and len(v) == 1 for v in (case.query or {}).values())
+    case.validate_response(response, excluded_checks=[positive_data_acceptance,
+                                                      *([negative_data_rejection] if scalar_on_wire else [])])

@@ -42,7 +42,7 @@ def test_pool_process_killed(tmp_path):
 def test_broker_flushed_mid_batch(tmp_path):
     row = faults.broker_flush(tmp_path)
     check_clean(row)
-    assert "0 queued jobs" not in row.note, row     # the flush did strand jobs
+    assert not row.note.startswith("0 queued jobs"), row     # the flush did strand jobs
     assert row.recover_s <= TWO_LEASES, row
 
 
