@@ -98,3 +98,11 @@ def fast_mode() -> str:
         from . import UserError
         raise UserError(f"L335Q_FAST={value!r}: expected auto, 1/on/true or 0/off/false")
     return FAST_MODES[value]
+
+
+def fast_applies(mode: str, device) -> bool:
+    """THE rule of both engines: a fast ``mode`` ("auto", "on", "off") takes its path on ``device`` (a name or a
+    ``torch.device``): "on" everywhere, "auto" on CUDA only, "off" never. Other modes raise ValueError."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"fast mode {mode!r}: expected auto, on or off")
+    return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))

@@ -111,17 +111,14 @@ def train(model: nn.Module, data, cfg: TrainConfig, on_epoch: Callable[[Epoch], 
             model.to(memory_format=torch.contiguous_format)
 
 
-FAST_MODES = ("auto", "on", "off")
-
-
 def uses_fused(cfg: TrainConfig, device: torch.device, saved: dict | None = None) -> bool:
     """THE choice between the two training loops: a checkpoint ``saved`` is resumed by the loop that wrote it;
-    otherwise ``cfg.fast`` "on" takes the fused loop everywhere, "auto" on CUDA only, "off" never."""
+    otherwise ``cfg.fast`` by ``config.fast_applies`` ("on" everywhere, "auto" on CUDA only, "off" never)."""
+    from ..config import fast_applies
+
     if saved is not None:
         return "fused" in saved
-    if cfg.fast not in FAST_MODES:
-        raise ValueError(f"TrainConfig.fast={cfg.fast!r}: expected one of {FAST_MODES}")
-    return cfg.fast == "on" or (cfg.fast == "auto" and device.type == "cuda")
+    return fast_applies(cfg.fast, device)
 
 
 def history_state(h: History) -> dict:

@@ -74,11 +74,10 @@ def resolve_sigma(img, cfg: FieldConfig, params: dict, split: str, ctx) -> tuple
 
 
 def fast_for(device: str) -> bool:
-    """Whether a field job on ``device`` takes the engine's fast path: ``L335Q_FAST`` on, or auto on CUDA."""
-    from ..config import fast_mode
+    """Whether a field job on ``device`` takes the engine's fast path (``L335Q_FAST``, ``config.fast_applies``)."""
+    from ..config import fast_applies, fast_mode
 
-    mode = fast_mode()
-    return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))
+    return fast_applies(fast_mode(), device)
 
 
 def fit(img, cfg: FieldConfig, seeds: list[int], ctx, split: str = "all") -> FitResult:
