@@ -180,18 +180,18 @@ def upgrade(url: str | None = None) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def create_sqlite(path: Path) -> None:
+def create_sqlite(path: Path) -> bool:
     """A new embedded database appears whole or not at all: it is migrated in a temporary file beside ``path`` and
     then linked into place (``os.link`` fails when another first run got there first; its file is kept). A first
     run killed mid-migration, or two at once, used to leave tables without a migration version behind (SQLite's
-    DDL is not transactional under alembic), and every later command failed."""
+    DDL is not transactional under alembic), and every later command failed. True when this call made it."""
     import os
     import uuid
 
     from alembic import command
 
     if path.exists() and path.stat().st_size > 0:
-        return
+        return False
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         command.upgrade(alembic_config(f"sqlite:///{tmp}"), "head")
@@ -199,8 +199,9 @@ def create_sqlite(path: Path) -> None:
             path.unlink(missing_ok=True)
         try:
             os.link(tmp, path)
+            return True
         except FileExistsError:
-            pass
+            return False
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -228,12 +229,12 @@ def ensure_schema(url: str | None = None) -> None:
     if url in _ready:
         return
     path = _sqlite_file(url)
-    if path is not None:
-        create_sqlite(path)
+    made = path is not None and create_sqlite(path)           # made here: migrated already
     check_reachable(url)
     if url.startswith("sqlite"):
         try:
-            upgrade(url)
+            if not made:
+                upgrade(url)
         except OperationalError as exc:
             if "already exists" not in str(exc.orig):
                 raise

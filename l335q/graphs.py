@@ -7,8 +7,8 @@ up as 1-step bodies (so its static inputs must hold valid values) on a side stre
 kernels, the optimiser creates its state. Then the modules' parameters and buffers are put back as they were,
 the global RNGs (dropout masks) as they were, and the optimiser's state in place as it was (state the warm-up
 created is zeroed: for Adam, AdamW, SGD-momentum and RMSprop a zero state is exactly a fresh one), so a warm-up,
-at the start or in the middle of a training, changes no number of it. Optimisers must be ``capturable`` (``make_capturable``): their step
-counters live on the device.
+at the start or in the middle of a training, changes no number of it. Optimisers must be ``capturable``
+(``make_capturable``): their step counters live on the device.
 """
 from __future__ import annotations
 
