@@ -8,7 +8,8 @@
           4×256 ReLU MLP, sigmoid output, Adam 1e-3, 500 steps, 3 seeds.
           reference: the same fits in plain PyTorch one seed at a time (nn.Linear layers built after
           ``torch.manual_seed(seed)``, the seed's frequency matrix, full-batch MSE); l335q: ``fields.engine.fit_image``
-          with the 3 seeds as one batched model. Both print each seed's held-out PSNR.
+          (fp32, the default: 3 seeds one by one at this size, ``seed_chunk``), and again with the job option
+          ``precision: bf16`` (the training forward in bfloat16). Each prints its seeds' held-out PSNR.
 Runs are interleaved (reference, l335q, reference, ...) after one warm-up each; medians of --repeat.
 The ratio is reference seconds / l335q seconds (above 1: l335q is faster). With --check, two l335q runs of the
 same seed must give identical numbers (reproducibility on the CPU).
@@ -22,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,6 +38,7 @@ from l335q.data import fashion_mnist  # noqa: E402
 from l335q.data.images import load_image, resize, split_pixels  # noqa: E402
 from l335q.fields.encodings import encode, frequency_matrix  # noqa: E402
 from l335q.fields.engine import FieldConfig, fit_image  # noqa: E402
+from l335q.fields.names import PRECISIONS  # noqa: E402
 from l335q.fields.pixels import seed_psnr  # noqa: E402
 
 SUBSET, BATCH = 10_000, 64
@@ -43,18 +46,17 @@ TANCIK = FieldConfig(depth=4, width=256, encoding="gaussian", features=256, sigm
 SEEDS = [0, 1, 2]
 
 
-def interleaved(ref, ours, repeat: int) -> tuple[float, float, list, list]:
-    """Median seconds of ``ref()`` and ``ours()`` (each returns (seconds, result)) run alternately."""
-    rs, os_, rres, ores = [], [], [], []
+def interleaved(runs: dict, repeat: int) -> dict[str, tuple[float, list]]:
+    """name -> (median seconds, every result) of each ``runs[name]()`` (returning (seconds, result)), the runs
+    taken in turn ``repeat`` times (reference, l335q, reference, ...)."""
+    seconds, results = {n: [] for n in runs}, {n: [] for n in runs}
     for _ in range(repeat):
-        t, r = ref()
-        rs.append(t)
-        rres.append(r)
-        t, o = ours()
-        os_.append(t)
-        ores.append(o)
-        print(f"  reference {rs[-1]:.2f} s   l335q {os_[-1]:.2f} s", flush=True)
-    return statistics.median(rs), statistics.median(os_), rres, ores
+        for name, run in runs.items():
+            t, r = run()
+            seconds[name].append(t)
+            results[name].append(r)
+        print("  " + "   ".join(f"{n} {seconds[n][-1]:.2f} s" for n in runs), flush=True)
+    return {n: (statistics.median(seconds[n]), results[n]) for n in runs}
 
 
 # ----------------------------------------------------------------------------- CNN epoch
@@ -72,7 +74,7 @@ def cnn(repeat: int) -> dict:
 
     ref()                                            # warm-up: dataset files, oneDNN kernels
     ours()
-    r, o, _, outs = interleaved(ref, ours, repeat)
+    (r, _), (o, outs) = interleaved({"reference": ref, "l335q": ours}, repeat).values()
     return {"benchmark": "cnn epoch", "config": models.DEFAULT_CNN.describe(), "train_images": SUBSET,
             "batch": BATCH, "reference_s": round(r, 2), "l335q_s": round(o, 2), "ratio": round(r / o, 2),
             "same_numbers": all(x == outs[0] for x in outs), "l335q_epoch": outs[0]}
@@ -108,7 +110,9 @@ def reference_fit(img, cfg: FieldConfig, seed: int) -> tuple[float, float]:
     return float(train[0]), float(held[0])
 
 
-def fields(repeat: int, steps: int = TANCIK.steps) -> dict:
+def fields(repeat: int, steps: int = TANCIK.steps) -> list[dict]:
+    """Two rows against one reference: l335q at the default fp32 (the same fits, bit for bit reproducible) and
+    with ``precision: bf16`` (a job's opt-in: the forward's matmuls in bfloat16; PSNR gap printed)."""
     img = tancik_image()
     cfg = FieldConfig(**{**TANCIK.as_dict(), "steps": steps})
 
@@ -117,21 +121,30 @@ def fields(repeat: int, steps: int = TANCIK.steps) -> dict:
         psnrs = [reference_fit(img, cfg, s) for s in SEEDS]
         return time.perf_counter() - t0, [round(h, 3) for _, h in psnrs]
 
-    def ours():
-        t0 = time.perf_counter()
-        res = fit_image(img, cfg, SEEDS, "cpu", split="every-other")
-        return time.perf_counter() - t0, [round(h, 3) for h in res.heldout_psnr]
+    def ours(precision: str):
+        def run():
+            t0 = time.perf_counter()
+            res = fit_image(img, replace(cfg, precision=precision), SEEDS, "cpu", split="every-other")
+            return time.perf_counter() - t0, [round(h, 3) for h in res.heldout_psnr]
+        return run
 
     warm = FieldConfig(**{**TANCIK.as_dict(), "steps": 20})
     reference_fit(img, warm, 0)
-    fit_image(img, warm, SEEDS, "cpu", split="every-other")
-    r, o, refs, outs = interleaved(ref, ours, repeat)
-    print(f"  held-out PSNR per seed: reference {refs[0]}, l335q {outs[0]}", flush=True)
-    return {"benchmark": "field fits", "setup": f"128 px every-other, gaussian m 256 σ 10, 4x256, Adam 1e-3, {steps} steps",
-            "seeds": SEEDS, "reference_s": round(r, 2), "l335q_s": round(o, 2), "ratio": round(r / o, 2),
-            "reference_heldout_psnr": refs[0], "l335q_heldout_psnr": outs[0],
-            "max_psnr_gap_db": round(max(abs(a - b) for a, b in zip(refs[0], outs[0])), 3),
-            "same_numbers": all(x == outs[0] for x in outs)}
+    for precision in PRECISIONS:
+        fit_image(img, replace(warm, precision=precision), SEEDS, "cpu", split="every-other")
+    runs = interleaved({"reference": ref, **{f"l335q {p}": ours(p) for p in PRECISIONS}}, repeat)
+    r, refs = runs["reference"]
+    rows = []
+    for p in PRECISIONS:
+        o, outs = runs[f"l335q {p}"]
+        print(f"  held-out PSNR per seed: reference {refs[0]}, l335q {p} {outs[0]}", flush=True)
+        rows.append({"benchmark": "field fits" + ("" if p == "fp32" else f" {p}"), "precision": p,
+                     "setup": f"128 px every-other, gaussian m 256 σ 10, 4x256, Adam 1e-3, {steps} steps",
+                     "seeds": SEEDS, "reference_s": round(r, 2), "l335q_s": round(o, 2), "ratio": round(r / o, 2),
+                     "reference_heldout_psnr": refs[0], "l335q_heldout_psnr": outs[0],
+                     "max_psnr_gap_db": round(max(abs(a - b) for a, b in zip(refs[0], outs[0])), 3),
+                     "same_numbers": all(x == outs[0] for x in outs)})
+    return rows
 
 
 def main() -> None:
@@ -147,13 +160,15 @@ def main() -> None:
             "threads": torch.get_num_threads(), "repeat": a.repeat, "load_avg_start": os.getloadavg()[0]}
     rows = []
     for which in (("cnn", "fields") if a.which == "both" else (a.which,)):
-        rows.append(cnn(a.repeat) if which == "cnn" else fields(a.repeat, a.steps))
-        print(json.dumps(rows[-1]), flush=True)
+        new = [cnn(a.repeat)] if which == "cnn" else fields(a.repeat, a.steps)
+        for row in new:
+            print(json.dumps(row), flush=True)
+        rows += new
     head["load_avg_end"] = os.getloadavg()[0]
-    print(f"{'benchmark':<12} {'reference s':>11} {'l335q s':>8} {'ratio':>6}  same numbers")
+    print(f"{'benchmark':<16} {'reference s':>11} {'l335q s':>8} {'ratio':>6}  same numbers  PSNR gap dB")
     for r in rows:
-        print(f"{r['benchmark']:<12} {r['reference_s']:>11.2f} {r['l335q_s']:>8.2f} {r['ratio']:>5.2f}x  "
-              f"{r['same_numbers']}")
+        print(f"{r['benchmark']:<16} {r['reference_s']:>11.2f} {r['l335q_s']:>8.2f} {r['ratio']:>5.2f}x  "
+              f"{str(r['same_numbers']):<12}  {r.get('max_psnr_gap_db', '–')}")
     if a.out:
         Path(a.out).write_text(json.dumps({**head, "results": rows}, indent=1) + "\n")
 

@@ -2,7 +2,7 @@
 
   tancik    the Tancik et al. 2D fit (512² image, the 256² every-other pixels, 4 x 256 ReLU, Gaussian m 256,
             σ 10, Adam 1e-3, 2000 steps): eager fp32 (``fit_image``) against the fast path (``fast=True``: CUDA
-            graphs) in fp32, with TF32 matmuls, and with a bfloat16 forward (``fast="bf16"``); seconds and
+            graphs) in fp32, with TF32 matmuls, and with a bfloat16 forward (``precision="bf16"``); seconds and
             train/held-out PSNR of each (every fit scored by an fp32 render).
   inr_init  500 fits at the practical's size (64 px, raw (x, y), 4 x 256 ReLU, ReLU output, Adam 1e-3, 1000
             steps; 5 initialisers x 100 seeds, each initialiser one batched model) with the fast path and TF32,
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -54,17 +55,18 @@ def tancik(b: Bench) -> None:
     fit_image(img, warm, [0], b.device, split="every-other")     # CUDA context, cuBLAS, allocator: untimed
     res = {"setup": f"{z['tancik_px']}² image, every-other pixels, 4 x {z['tancik_width']} ReLU, gaussian m "
                     f"{z['tancik_m']} σ 10, Adam 1e-3, {z['tancik_steps']} steps, seed 0"}
-    rows = (("eager_fp32", False, False), ("graphs_fp32", True, False), ("graphs_tf32", True, True),
-            ("graphs_bf16", "bf16", True), ("eager_tf32", False, True))
+    rows = (("eager_fp32", False, False, "fp32"), ("graphs_fp32", True, False, "fp32"),    # (name, fast, tf32, precision)
+            ("graphs_tf32", True, True, "fp32"), ("graphs_bf16", True, True, "bf16"), ("eager_tf32", False, True, "fp32"))
     train_pix, held_pix = (Pixels.of(*p) for p in split_pixels(img, "every-other"))
-    for name, fast, t32 in rows:
+    for name, fast, t32, precision in rows:
         if name == "eager_tf32" and b.graphs_ok:
             continue                                 # only wanted when the graphs failed
         try:
             with tf32(t32):
-                r, sec = b.timed(lambda: fit_image(img, cfg, [0], b.device, split="every-other", fast=fast))
+                r, sec = b.timed(lambda: fit_image(img, replace(cfg, precision=precision), [0], b.device,
+                                                   split="every-other", fast=fast))
         except Exception as exc:                     # a failed capture: recorded, the other rows go on
-            b.graphs_ok = b.graphs_ok and fast is not True
+            b.graphs_ok = b.graphs_ok and not (fast and precision == "fp32")
             b.error(f"tancik {name}", exc)
             continue
         with tf32(False):                            # every row scored alike: fp32 renders

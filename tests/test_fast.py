@@ -260,7 +260,7 @@ def test_fields_fast_path_gives_the_same_fit_on_the_cpu():
     assert fast.loss_steps[-1] == 69 and plain.train_psnr[0] != plain.train_psnr[1]
     assert fast.fast is True and plain.fast is False
     assert fit_image(img, replace(cfg, batch_pixels=20, steps=2), [0], "cpu", fast=True).fast is False  # not sampled
-    bf16 = fit_image(img, cfg, [0, 1], "cpu", split="every-other", log_every=9, fast="bf16")
+    bf16 = fit_image(img, replace(cfg, precision="bf16"), [0, 1], "cpu", split="every-other", log_every=9, fast=True)
     assert bf16.train_psnr != plain.train_psnr
     assert bf16.train_psnr == pytest.approx(plain.train_psnr, abs=0.5)
 

@@ -265,6 +265,27 @@ def test_bad_config_is_a_user_error(tiny):
         fit_image(tiny, FieldConfig(optimizer="lbfgs"), [0])
 
 
+@pytest.mark.parametrize("batch_pixels", [None, 40])
+def test_bf16_precision_is_close_to_fp32_reproducible_and_exact_per_seed(tiny, batch_pixels):
+    """``precision: bf16`` (the training forward under bfloat16 autocast): not the fp32 numbers but close to
+    them, the same numbers on a second run, and a seed's own numbers in a batch (packs stay exact)."""
+    from dataclasses import replace
+
+    cfg = FieldConfig(depth=3, width=32, encoding="gaussian", features=16, sigma=3.0, steps=60, batch_pixels=batch_pixels)
+    bf16 = replace(cfg, precision="bf16")
+    fp32, half, again = (fit_image(tiny, c, [0, 1, 2], split="every-other") for c in (cfg, bf16, bf16))
+    solo = [fit_image(tiny, bf16, [s], split="every-other") for s in (0, 1, 2)]
+    assert half.train_psnr != fp32.train_psnr and half.loss_curve != fp32.loss_curve
+    assert half.train_psnr == pytest.approx(fp32.train_psnr, abs=0.3)
+    assert half.heldout_psnr == pytest.approx(fp32.heldout_psnr, abs=0.3)
+    assert again.train_psnr == half.train_psnr and again.loss_curve == half.loss_curve
+    assert [s.train_psnr[0] for s in solo] == half.train_psnr
+    assert [s.loss_curve[0] for s in solo] == half.loss_curve
+    assert all(p.dtype == torch.float32 for f in half.fields for p in f.parameters())
+    with pytest.raises(Exception, match="precision"):
+        fit_image(tiny, replace(cfg, precision="fp16"), [0])
+
+
 # ----------------------------------------------------------------------------- the CLI and the service
 
 def test_fit_cli_json_and_png(tmp_path):

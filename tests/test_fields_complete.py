@@ -38,6 +38,21 @@ def test_inr_arch_grid_expansion():
         expand({"task": "inr-arch", "sigma": "auto", "encoding": "none"})
 
 
+def test_precision_is_one_choice_per_submission_of_every_field_kind():
+    from l335q.fields.jobs import field_config
+    from l335q.tasks.inr_init import config
+
+    for task in ("inr-arch", "ffn-sigma", "upsample", "inr-init"):
+        assert {j["precision"] for j in expand({"task": task}).jobs} == {"fp32"}
+        jobs = expand({"task": task, "precision": "bf16"}).jobs
+        cfgs = [config(j) if task == "inr-init" else field_config(j) for j in jobs]
+        assert {c.precision for c in cfgs} == {"bf16"}
+        with pytest.raises(SpecError, match="precision"):
+            expand({"task": task, "precision": "fp16"})
+        with pytest.raises(SpecError, match="precision"):
+            expand({"task": task, "precision": ["fp32", "bf16"]})
+
+
 def test_ffn_sigma_adds_one_auto_job_per_image_unless_told_not_to():
     spec = {"task": "ffn-sigma", "image": ["sample:sky", "sample:grass"], "sigma": [1, 5, 25], "seeds": "0-2"}
     jobs = expand(spec).jobs

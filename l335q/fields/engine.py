@@ -25,7 +25,7 @@ from ..graphs import Steps, make_capturable
 from ..optim import MOMENTUM, OPTIMIZERS, make_optimizer
 from .encodings import frequency_matrix
 from .models import Field
-from .names import ACTIVATIONS, ENCODINGS, INITIALISERS, LOSSES, OUTPUTS
+from .names import ACTIVATIONS, ENCODINGS, INITIALISERS, LOSSES, OUTPUTS, PRECISIONS
 from .pixels import Pixels, psnr, seed_psnr  # noqa: F401  (psnr: part of the engine's interface)
 
 CPU_BUDGET_BYTES = 3 * 2**30      # working memory assumed on a CPU device
@@ -50,11 +50,14 @@ class FieldConfig:
     steps: int = 1000
     batch_pixels: int | None = None   # None: full batch; N: N random training pixels per step (per seed)
     huber_delta: float = 0.1       # huber's switch from quadratic to linear, in [0, 1] colour units
+    precision: str = "fp32"        # the training forward: fp32 | bf16 (autocast; the loss, parameters, optimiser
+                                   # and every score stay fp32; not the fp32 numbers, see _step)
 
     def check(self) -> "FieldConfig":
         for name, value, allowed in (("activation", self.activation, ACTIVATIONS), ("output", self.output, OUTPUTS),
                                      ("encoding", self.encoding, ENCODINGS), ("init", self.init, INITIALISERS),
-                                     ("loss", self.loss, LOSSES), ("optimizer", self.optimizer, OPTIMIZERS)):
+                                     ("loss", self.loss, LOSSES), ("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("precision", self.precision, PRECISIONS)):
             if value not in allowed:
                 raise UserError(f"{name} {value!r} is not one of {', '.join(allowed)}")
         for name in ("depth", "width", "features", "steps"):
@@ -131,7 +134,7 @@ class FitResult:
     chunk: int                                      # seeds trained together per batched model
     fields: list[Field] = field(default_factory=list, repr=False)
     steps_run: list[int] = field(default_factory=list)   # per seed: steps trained (fewer where ``until`` stopped it)
-    fast: bool | str = False                        # the fast path trained it: ``fit_pixels``'s ``fast``, or False
+    fast: bool = False                              # the fast path trained it (``fit_pixels``'s ``fast``)
 
     @property
     def heldout_psnr(self) -> list[float | None] | None:
@@ -187,11 +190,13 @@ def _look(stage, save, step: int, first: int, steps: int) -> None:
             raise Interrupted(f"stopped at step {step} of {steps}")
 
 
-def _step(forward, opt, cfg: FieldConfig, x, target, weight=None, bf16: bool = False) -> torch.Tensor:
+def _step(forward, opt, cfg: FieldConfig, x, target, weight=None) -> torch.Tensor:
     """THE training step of a batched field, the plain loop's and the fast path's: ``forward(x)`` against
     ``target``, each seed's mean loss, the gradient of their sum, the optimiser's step. Returns the (S,) losses,
-    detached. ``bf16``: the forward under bfloat16 autocast (the loss, the parameters and the optimiser stay fp32)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+    detached. ``cfg.precision`` "bf16": the forward under bfloat16 autocast (its matmuls in bfloat16: about 3x
+    faster on a CPU with AVX-512 BF16, far slower on one without; the loss, the parameters and the optimiser
+    stay fp32)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16", cache_enabled=False):
         pred = forward(x)
     loss = per_seed_loss(cfg, pred.float(), target, weight)
     opt.zero_grad(set_to_none=True)
@@ -200,11 +205,10 @@ def _step(forward, opt, cfg: FieldConfig, x, target, weight=None, bf16: bool = F
     return loss.detach()
 
 
-def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: int, sample, look,
-                bf16: bool = False) -> int:
+def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: int, sample, look) -> int:
     """The fast path of the full-batch loop: its ``_step``s, ``CHECK_EVERY`` at a time as one unit (``graphs.Steps``:
     a CUDA graph on CUDA, eagerly elsewhere); ``look(step)`` before a unit, ``sample(step, losses)`` of each of its
-    steps after it. Returns the step reached (``cfg.steps``). ``bf16``: see ``_step`` (inputs encoded in fp32)."""
+    steps after it. Returns the step reached (``cfg.steps``)."""
     graphs = x.device.type == "cuda"
     if graphs:
         make_capturable(opt)
@@ -212,7 +216,7 @@ def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: i
 
     def body(k: int) -> None:
         for i in range(k):
-            out[i].copy_(_step(model.mlp, opt, cfg, x, target, weight, bf16))
+            out[i].copy_(_step(model.mlp, opt, cfg, x, target, weight))
     runner, step = Steps(body, [model], opt, graphs), first
     while step < cfg.steps:
         look(step)
@@ -225,7 +229,7 @@ def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: i
 
 
 def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until, first_member=0,
-               fast: bool | str = False):
+               fast: bool = False):
     torch_dev = torch.device(device)
     full = model = Field(cfg, seeds, sigmas, target_mean=pix.mean()).to(torch_dev)   # model: the members still training
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
@@ -267,14 +271,16 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
     start = first
     if fast:
         start = _fast_steps(model, opt, cfg, x, target, train_pix.weight, first, sample,
-                            lambda step: _look(stage, save, step, first, cfg.steps), bf16=fast == "bf16")
+                            lambda step: _look(stage, save, step, first, cfg.steps))
     for step in range(start, cfg.steps):
         _look(stage, save, step, first, cfg.steps)
         if sampling:
             idx = torch.stack([torch.randint(counts[i], (cfg.batch_pixels,), generator=gens[i]) for i in alive])
             idx = idx.to(torch_dev)
             at = idx if train_pix.shared else (torch.arange(len(alive), device=torch_dev)[:, None], idx)
-            loss = _step(model, opt, cfg, train_pix.coords[at], train_pix.rgb[at])
+            with torch.no_grad():                 # encoded in fp32 whatever the precision
+                x = model.features(train_pix.coords[at])
+            loss = _step(model.mlp, opt, cfg, x, train_pix.rgb[at])
         else:
             loss = _step(model.mlp, opt, cfg, x, target, train_pix.weight)
         stop = set()
@@ -316,7 +322,7 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
 def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "cpu",
                evals: dict | None = None, log_every: int | None = None, on_step=None,
                chunk: int | None = None, ckpt=NO_CHECKPOINTS, sigmas: list[float] | None = None,
-               until=None, fast: bool | str = False) -> FitResult:
+               until=None, fast: bool = False) -> FitResult:
     """Fit S = len(seeds) fields to pixels (coords (N, 2) in [0, 1)², rgb (N, 3) in [0, 1]).
 
     coords, rgb: arrays (one pixel set for every seed) or lists of S arrays (one set per member, see ``Pixels``);
@@ -332,14 +338,14 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     chunk: seeds per batched model (default ``seed_chunk``'s: all, one at a time for big fits on a CPU; never
     more than fit the device's memory).
     fast: full-batch fits without ``until`` run their steps ``CHECK_EVERY`` at a time as CUDA graphs on CUDA (eagerly
-    elsewhere: the same numbers; other fits ignore it, ``FitResult.fast`` says); TF32 is the caller's choice;
-    ``fast="bf16"`` also runs the MLP's forward under bfloat16 autocast (not the same numbers). Jobs: ``L335Q_FAST``.
+    elsewhere: the same numbers; other fits ignore it, ``FitResult.fast`` says); TF32 is the caller's choice, a
+    bfloat16 forward ``cfg.precision``'s. Jobs: ``L335Q_FAST``.
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps).
     """
     cfg.check()
-    if fast not in (False, True, "bf16"):
-        raise ValueError(f"fast must be False, True or 'bf16', got {fast!r}")
+    if fast not in (False, True):
+        raise ValueError(f"fast must be False or True, got {fast!r}")
     if not seeds:
         raise UserError("no seeds to fit")
     if until is not None and ckpt is not NO_CHECKPOINTS:
@@ -384,7 +390,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
 
 def fit_image(img: np.ndarray, cfg: FieldConfig, seeds: list[int], device: str = "cpu", split: str = "all",
               log_every: int | None = None, on_step=None, chunk: int | None = None,
-              ckpt=NO_CHECKPOINTS, fast: bool | str = False) -> FitResult:
+              ckpt=NO_CHECKPOINTS, fast: bool = False) -> FitResult:
     """Fit an H x W x 3 image; with ``split="every-other"`` train on [::2, ::2] and score ``heldout`` on the rest."""
     from ..data.images import split_pixels
 

@@ -9,5 +9,6 @@ INITIALISERS = ("default", "kaiming-normal", "kaiming-uniform", "xavier-normal",
 ACTIVATIONS = ("relu", "sine")
 OUTPUTS = ("sigmoid", "relu")
 LOSSES = ("mse", "l1", "huber")
+PRECISIONS = ("fp32", "bf16")   # the training forward's: fp32, or bfloat16 autocast (parameters stay fp32)
 BASELINES = ("bicubic", "bilinear", "nearest")   # the classic interpolations beside a field's upsampling
 METHODS = ("inr",) + BASELINES

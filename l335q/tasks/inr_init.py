@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
-from ..fields.jobs import fit, varying
+from ..fields.jobs import PRECISION_KEY, fit, varying
 from ..fields.names import INITIALISERS, OUTPUTS
 from ..fields.summary import training_text
 from ..optim import OPTIMIZERS
@@ -47,6 +47,7 @@ SCHEMA = Schema(keys={
     "width": Key(int, 256, min=1, max=8192, grid=False, help="hidden width (fixed across the grid)"),
     "optimizer": Key(str, "adam", choices=OPTIMIZERS, grid=False, help="optimiser (fixed across the grid)"),
     "lr": Key(float, 1e-3, min=1e-12, max=1e3, grid=False, help="learning rate (fixed across the grid)"),
+    "precision": PRECISION_KEY,
     "device": Key(str, "auto", grid=False, help="auto, cpu, cuda or cuda:N"),
 }, seeds_per_job=25)
 
@@ -56,7 +57,7 @@ def config(params: dict) -> FieldConfig:
 
     return FieldConfig(depth=params["depth"], width=params["width"], activation="relu", output=params["output"],
                        encoding="none", init=params["initialiser"], optimizer=params["optimizer"], lr=params["lr"],
-                       steps=params["steps"])
+                       steps=params["steps"], precision=params.get("precision", "fp32"))
 
 
 def run(params: dict, ctx) -> None:
