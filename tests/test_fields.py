@@ -302,6 +302,12 @@ def test_fit_cli_json_and_png(tmp_path):
     assert png_array(out.read_bytes()).shape == (16, 2 * 16 + 2, 3)      # two seeds side by side
     p = l335q_cmd("fit", "sample:camera", "--resolution", "8", "--steps", "2", "--format", "json")
     assert p.returncode == 0 and json.loads(p.stdout)["heldout_psnr"] is None
+    args = ("fit", "sample:camera", "--resolution", "8", "--steps", "5", "--format", "json", "--device", "cpu")
+    fp32, bf16 = (json.loads(l335q_cmd(*args, *extra).stdout) for extra in ((), ("--precision", "bf16")))
+    assert (fp32["config"]["precision"], bf16["config"]["precision"]) == ("fp32", "bf16")
+    assert bf16["train_psnr"] != fp32["train_psnr"]
+    bad = l335q_cmd(*args, "--precision", "fp16")
+    assert bad.returncode == 2 and "precision" in bad.stderr and bad.stdout == ""
 
 
 def test_inr_init_through_a_real_worker(service_env, worker, tmp_path):

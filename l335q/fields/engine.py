@@ -193,9 +193,8 @@ def _look(stage, save, step: int, first: int, steps: int) -> None:
 def _step(forward, opt, cfg: FieldConfig, x, target, weight=None) -> torch.Tensor:
     """THE training step of a batched field, the plain loop's and the fast path's: ``forward(x)`` against
     ``target``, each seed's mean loss, the gradient of their sum, the optimiser's step. Returns the (S,) losses,
-    detached. ``cfg.precision`` "bf16": the forward under bfloat16 autocast (its matmuls in bfloat16: about 3x
-    faster on a CPU with AVX-512 BF16, far slower on one without; the loss, the parameters and the optimiser
-    stay fp32)."""
+    detached. ``cfg.precision`` "bf16": the forward under bfloat16 autocast (its matmuls in bfloat16: faster on a
+    CPU with AVX-512 BF16, bench/cpu_speed.py; the loss, the parameters and the optimiser stay fp32)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16", cache_enabled=False):
         pred = forward(x)
     loss = per_seed_loss(cfg, pred.float(), target, weight)

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 PRECISION_KEY = Key(str, "fp32", choices=PRECISIONS, grid=False,
-                    help="bf16: the training forward in bfloat16, ~3x faster on CPUs with AVX-512 BF16 (close to, not "
-                         "the same as, the fp32 numbers; one precision per submission)")
+                    help="bf16: the training forward in bfloat16, faster on CPUs with AVX-512 BF16 (bench/RESULTS.md; close "
+                         "to, not the same as, the fp32 numbers; one precision per submission)")
 
 
 def field_keys(**defaults) -> dict[str, Key]:
