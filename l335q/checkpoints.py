@@ -98,6 +98,20 @@ class Checkpoints:
         data = with_retries(read, what=f"job {self.job_id}: reading its checkpoint")
         return None if data is None else loads(data)
 
+    def first_saved(self) -> dict | None:
+        """The state saved by the job's lowest stage that has one (None: nothing saved yet): what every stage of a
+        run shares (a field job's seed chunk) is read back from it before the stages are planned."""
+        from sqlalchemy import select
+
+        from .db import Checkpoint, session_scope, with_retries
+
+        def read():
+            with session_scope(self.url) as s:
+                return s.scalar(select(Checkpoint.data).where(Checkpoint.job_id == self.job_id)
+                                .order_by(Checkpoint.stage).limit(1))
+        data = with_retries(read, what=f"job {self.job_id}: reading its checkpoints")
+        return None if data is None else loads(data)
+
     def save(self, stage: int, step: int, state: dict) -> None:
         from sqlalchemy import delete, update
 
@@ -140,6 +154,9 @@ class _NoStage(Stage):
 class _NoCheckpoints:
     def stage(self) -> Stage:
         return _NoStage()
+
+    def first_saved(self) -> None:
+        return None
 
 
 NO_CHECKPOINTS = _NoCheckpoints()

@@ -146,3 +146,6 @@ class Unsaved:
     def stage(self) -> Stage:
         self._next += 1
         return _UnsavedStage(self, self._next - 1)
+
+    def first_saved(self) -> None:
+        return None

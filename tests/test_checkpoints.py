@@ -80,6 +80,28 @@ def test_stopped_and_resumed_equals_uninterrupted(spec, stage, done, fast, monke
     assert numbers(job_id) == numbers(plain)
 
 
+def test_a_field_job_resumed_where_more_seeds_fit_keeps_its_stages(monkeypatch):
+    """The seeds per batched model follow the device's memory (on CUDA its free memory): a job stopped on a worker
+    where 2 of its 3 seeds fit at once resumes, on a worker where all 3 fit, in the stages it saved (2 + 1), and
+    ends with the numbers of the job run without a stop."""
+    import l335q.fields.engine as engine
+
+    monkeypatch.setenv("L335Q_LEASE_S", "0.3")
+    monkeypatch.setenv("L335Q_CHECKPOINT_S", "3600")
+    _, (plain,) = create_submission(FIELD)
+    assert execute_job(plain) == "done"
+    _, (job_id,) = create_submission(FIELD)
+    with monkeypatch.context() as small:                 # the first worker: room for 2 seeds of this fit
+        small.setattr(engine, "CPU_BUDGET_BYTES", 2.5 * engine.bytes_per_seed(
+            engine.FieldConfig(depth=3, width=24, steps=1), 12 * 12, 2))
+        run_until_stopped(job_id, 150, 0)
+    with session_scope() as s:
+        (saved,) = [loads(c.data) for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))]
+    assert saved["chunk"] == 2 and saved["model"]["mlp.biases.0"].shape[0] == 2
+    assert execute_job(job_id) == "done"
+    assert numbers(job_id) == numbers(plain)
+
+
 def test_a_finished_stage_is_not_trained_again(monkeypatch, caplog):
     """With a checkpoint after every epoch, a stop during the CNN (stage 1) resumes the CNN; the FCN (stage 0)
     is restored from its final checkpoint, its curve replayed, not retrained."""
