@@ -25,16 +25,16 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))          # gpu_common (also under runpy)
+sys.path.insert(0, str(Path(__file__).resolve().parent))          # gpu_common, job_rows (also under runpy)
 
 from gpu_common import Bench, r3  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from l335q.checkpoints import loads, stop_event  # noqa: E402
-from l335q.db import Checkpoint, Job, Metric, session_scope  # noqa: E402
+from job_rows import numbers, stop_when  # noqa: E402
+from l335q.checkpoints import loads  # noqa: E402
+from l335q.db import Checkpoint, Job, session_scope  # noqa: E402
 from l335q.fields.engine import CHECK_EVERY  # noqa: E402
 from l335q.runner import execute_job  # noqa: E402
 from l335q.submit import create_submission  # noqa: E402
@@ -64,12 +64,6 @@ def specs(tiny: bool, device: str) -> dict[str, tuple[dict, tuple[int, int]]]:
             "upsample": ({"task": "upsample", **gauss, "factor": 2, "store_upsampled": True}, tick)}
 
 
-def numbers(job_id: int) -> dict[tuple, float | None]:
-    with session_scope() as s:
-        rows = s.execute(select(Metric.seed, Metric.step, Metric.name, Metric.value).where(Metric.job_id == job_id))
-        return {(seed, step, name): v for seed, step, name, v in rows if not name.endswith("seconds")}
-
-
 def max_diffs(a: dict, b: dict) -> dict[str, float | str]:
     """Per metric name: the largest |a - b| over its rows, or "rows differ" (a row, or a null, in one only)."""
     out: dict[str, float | str] = {}
@@ -82,23 +76,12 @@ def max_diffs(a: dict, b: dict) -> dict[str, float | str]:
 
 def stopped_once(b: Bench, job_id: int, stage: int, done: int, out: dict) -> None:
     """Run the job with ``stop_event`` set once its progress (in the job's row) reaches ``done`` in ``stage``."""
-    os.environ["L335Q_LEASE_S"], ended = str(STOP_S), threading.Event()
-
-    def watch():
-        while not ended.wait(0.02):
-            with session_scope() as s:
-                p = s.get(Job, job_id).progress
-            if p and (p["stage"] > stage or (p["stage"] == stage and p["done"] >= done)):
-                out["stop_requested_at"] = p
-                return stop_event.set()
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    os.environ["L335Q_LEASE_S"] = str(STOP_S)
+    finish = stop_when(job_id, stage, done, seen=out)
     try:
         out["first_state"], out["first_seconds"] = b.timed(lambda: execute_job(job_id))
     finally:
-        ended.set()
-        watcher.join(timeout=5)
-        stop_event.clear()
+        finish()
         del os.environ["L335Q_LEASE_S"]
     with session_scope() as s:
         out["checkpoints"] = [{"stage": c.stage, "step": c.step, "fused": "fused" in loads(c.data)}

@@ -57,9 +57,7 @@ def jobs_mode(args) -> dict:
     else:
         os.environ["L335Q_DATABASE_URL"] = args.database
     os.environ.pop("L335Q_BROKER_URL", None)
-    from sqlalchemy import select
-
-    from l335q.db import Metric, session_scope
+    from job_rows import metric_rows
     from l335q.runner import execute_job
     from l335q.submit import create_submission
 
@@ -71,17 +69,12 @@ def jobs_mode(args) -> dict:
             execute_job(job_id)
         return time.perf_counter() - t0, ids
 
-    def rows(ids):
-        with session_scope() as s:
-            return [s.execute(select(Metric.seed, Metric.step, Metric.name, Metric.value)
-                              .where(Metric.job_id == i).order_by(Metric.id)).all() for i in ids]
-
     os.environ["L335Q_PACK_MAX"] = "1"
     _, warm = create_submission({**inr_init_spec(args, "0"), "steps": 5})
     execute_job(warm[0])
     one, alone = run(1)
     packed, ids = run(args.pack)
-    same = rows(alone) == rows(ids)
+    same = [metric_rows(i) for i in alone] == [metric_rows(i) for i in ids]
     return {"one_at_a_time_s": one, "packed_s": packed, "same_rows": same}
 
 

@@ -17,6 +17,7 @@ import pytest
 PG = os.environ.get("L335Q_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("L335Q_TEST_REDIS", "redis://127.0.0.1:6379")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))        # job_rows: a job's rows as the benchmarks read them
 
 
 @pytest.fixture(autouse=True)
@@ -115,18 +116,6 @@ def worker(service_env, tmp_path):
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
-
-
-def job_numbers(job_id: int) -> list[tuple]:
-    """Every metric of a job but wall-clock timings, as (seed, step, name, value) in a fixed order."""
-    from sqlalchemy import select
-
-    from l335q.db import Metric, session_scope
-
-    with session_scope() as s:
-        rows = s.execute(select(Metric.seed, Metric.step, Metric.name, Metric.value)
-                         .where(Metric.job_id == job_id)).all()
-    return sorted((tuple(r) for r in rows if not r[2].endswith("seconds")), key=lambda r: (r[2], r[0] or 0, r[1] or -1))
 
 
 @pytest.fixture

@@ -5,17 +5,15 @@ Worker processes killed for real (SIGKILL, SIGTERM) are in tests/test_faults.py.
 """
 from __future__ import annotations
 
-import threading
-import time
 
 import pytest
 from sqlalchemy import select
 
-from l335q.checkpoints import loads, stop_event
+from l335q.checkpoints import loads
 from l335q.db import Checkpoint, Job, Metric, session_scope
 from l335q.runner import RELEASED, execute_job
 from l335q.submit import create_submission
-from tests.conftest import job_numbers as numbers
+from job_rows import metric_rows as numbers, stop_when
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -26,30 +24,13 @@ FIELD = {"task": "inr-init", "image": "sample:camera", "resolution": 12, "steps"
 #                                                               arrives mid-fit (400 steps often ended before it)
 
 
-def stop_when(job_id: int, done: int, unit_stage: int = 0) -> threading.Thread:
-    """Request a stop once the job reports progress ``done`` (epochs or steps) in its stage ``unit_stage``."""
-    def watch():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with session_scope() as s:
-                p = s.get(Job, job_id).progress
-            if p and (p["stage"] > unit_stage or (p["stage"] == unit_stage and p["done"] >= done)):
-                stop_event.set()
-                return
-            time.sleep(0.05)
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    return t
-
-
 def run_until_stopped(job_id: int, done: int, stage: int) -> None:
     """Run the job with a stop requested at ``done`` in ``stage``: it must hand itself back."""
-    watcher = stop_when(job_id, done, stage)
+    finish = stop_when(job_id, stage, done)
     try:
         assert execute_job(job_id) == RELEASED
     finally:
-        stop_event.clear()
-        watcher.join(timeout=5)
+        finish()
 
 
 @pytest.mark.parametrize("spec,stage,done,fast", [(CLS, 1, 1, None), (CLS, 1, 1, "1"), (FIELD, 0, 150, None)],

@@ -24,7 +24,7 @@ from l335q.config import fast_mode
 from l335q.fields.engine import FieldConfig, fit_image
 from l335q.runner import execute_job
 from l335q.submit import create_submission
-from tests.conftest import job_numbers
+from job_rows import numbers
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_CNN = CNNConfig(channels=(4, 8, 8), hidden=32, dropout=0.0)
@@ -172,7 +172,7 @@ def test_cls_job_with_l335q_fast_writes_the_plain_numbers(monkeypatch, caplog, o
             assert execute_job(job) == "done"
         loop = "fused" if "seed 0 cnn: epoch 1/1: test acc" in caplog.text else "plain"   # their epoch lines
         assert loop == {"0": "plain", "1": "fused"}[fast]
-        runs[fast] = {(seed, step, name): v for seed, step, name, v in job_numbers(job)}
+        runs[fast] = numbers(job)
     plain, fused = runs["0"], runs["1"]
     assert plain.keys() == fused.keys() and len(plain) == 2 * 5
     images = {"train": CLS_JOB["train_subset"], "test": CLS_JOB["test_subset"]}

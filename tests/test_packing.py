@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import select, update
 
 from l335q.checkpoints import stop_event
-from l335q.db import Artifact, Checkpoint, Job, Metric, session_scope, utcnow
+from l335q.db import Checkpoint, Job, Metric, session_scope, utcnow
 from l335q.runner import RELEASED, _claim, execute_job
 from l335q.service import reap
 from l335q.submit import create_submission
+from job_rows import artifact_rows, metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -28,13 +29,8 @@ def packing_on(monkeypatch):
 
 
 def rows(job_id: int) -> tuple[list, list]:
-    """A job's metric rows (seed, step, name, value) and artifacts (name, seed, sha256, meta), in a fixed order."""
-    with session_scope() as s:
-        metrics = s.execute(select(Metric.seed, Metric.step, Metric.name, Metric.value)
-                            .where(Metric.job_id == job_id).order_by(Metric.id)).all()
-        arts = s.execute(select(Artifact.name, Artifact.seed, Artifact.sha256, Artifact.meta)
-                         .where(Artifact.job_id == job_id).order_by(Artifact.id)).all()
-    return [tuple(r) for r in metrics], [(n, sd, sha, sorted((meta or {}).items())) for n, sd, sha, meta in arts]
+    """A job's metric rows and artifacts (``bench/job_rows.py``)."""
+    return metric_rows(job_id), artifact_rows(job_id)
 
 
 def jobs(ids: list[int]) -> list[Job]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.jobs import PRECISION_KEY, fit, varying
@@ -33,6 +34,9 @@ from ..optim import OPTIMIZERS
 from ..packing import all_seeds, shares
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
 from ..specs import Key, Schema
+
+if TYPE_CHECKING:
+    from ..fields.engine import FieldConfig
 
 THRESHOLD_DB = 15.0
 STUDY_INITIALISERS = ["default", "kaiming-normal", "kaiming-uniform", "xavier-normal", "xavier-uniform", "mean-colour"]
