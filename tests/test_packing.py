@@ -55,9 +55,10 @@ def same_rows(packed: int, alone: int) -> None:
 
 
 # Bit for bit on the CPU, with a ReLU or a sigmoid output (computed member by member: ``models.per_member``)
-# and with Fourier features.
-@pytest.mark.parametrize("spec", [SMALL, {**SMALL, "seed_group": 2, "initialiser": "mean-colour"}, ARCH, FFN],
-                         ids=["inr-init", "inr-init-groups-of-2", "inr-arch", "ffn-sigma"])
+# and with Fourier features; with a bfloat16 forward too.
+@pytest.mark.parametrize("spec", [SMALL, {**SMALL, "seed_group": 2, "initialiser": "mean-colour"}, ARCH, FFN,
+                                  {**ARCH, "precision": "bf16"}],
+                         ids=["inr-init", "inr-init-groups-of-2", "inr-arch", "ffn-sigma", "inr-arch-bf16"])
 def test_packed_jobs_write_exactly_the_rows_of_one_by_one(spec, monkeypatch):
     monkeypatch.setenv("L335Q_PACK_MAX", "1")                 # packing off: one job at a time
     _, alone = create_submission(spec)
