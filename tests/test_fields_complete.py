@@ -250,6 +250,15 @@ def test_inr_arch_end_to_end(tmp_path):
     assert all(r["seeds"] == 2 and r["psnr_mean"] > 5 for r in table["rows"])
     assert any("best configuration overall" in s for s in table["summary"])
     assert any("Spearman" in s for s in table["summary"])
+    assert not any("bf16" in n for n in table["notes"])
+
+
+def test_a_bf16_submission_says_so_in_its_table(tmp_path):
+    table = _submit_and_read(tmp_path, {"task": "inr-arch", "image": "sample:camera", "resolution": 12, "depth": 2,
+                                        "width": 16, "loss": "mse", "steps": 30, "seeds": "0-1", "device": "cpu",
+                                        "precision": "bf16"})
+    assert len(table["rows"]) == 1 and table["rows"][0]["psnr_mean"] > 5
+    assert any(n.startswith("precision bf16: trained with a bfloat16 forward") for n in table["notes"])
 
 
 def test_ffn_sigma_end_to_end_with_automatic_sigma(tmp_path):

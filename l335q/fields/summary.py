@@ -20,6 +20,13 @@ def training_text(spec: dict) -> str:
             f"{spec.get('optimizer')} lr {spec.get('lr')}")
 
 
+def precision_note(spec: dict) -> list[str]:
+    """A table's note when the submission trained with a bfloat16 forward (``precision: bf16``), else none."""
+    if spec.get("precision") != "bf16":
+        return []
+    return ["precision bf16: trained with a bfloat16 forward; its numbers are close to, not the same as, an fp32 run's"]
+
+
 def describe(config: tuple, keys: list[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in zip(keys, config))
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.jobs import field_config, field_keys, fit, pack_key, resolve_sigma, seed_metrics  # noqa: F401
-from ..fields.summary import training_text
+from ..fields.summary import precision_note, training_text
 from ..packing import all_seeds, shares
 from ..results import SubmissionData, Table, gap_se, group_jobs, mean, sd, unfinished_note
 from ..specs import Key, Schema
@@ -147,7 +147,7 @@ def results(data: SubmissionData) -> Table:
     spec = data.spec
     notes = [f"held-out PSNR on the 3/4 of pixels not in [::2, ::2]; resolution {spec.get('resolution')}, "
              f"{training_text(spec)}, m = {spec.get('features')}; sd over seeds; auto σ chosen from training pixels only"]
-    notes += unfinished_note(data, "cells")
+    notes += precision_note(spec) + unfinished_note(data, "cells")
     columns = ["image", "sigma", "seeds", "train_psnr_mean", "heldout_psnr_mean", "heldout_psnr_sd", "best",
                "sigma_auto", "heldout_psnr_auto", "loss_vs_best_db"]
     return Table("ffn-sigma", columns, rows, data.id, summary, notes)

@@ -18,7 +18,7 @@ import numpy as np
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.jobs import (check_auto, field_config, field_keys, fit, pack_key, resolve_sigma,  # noqa: F401
                            seed_metrics, varying)
-from ..fields.summary import consistency
+from ..fields.summary import consistency, precision_note
 from ..packing import all_seeds, shares
 from ..results import SubmissionData, Table, group_jobs, mean, sd, unfinished_note
 from ..specs import Schema
@@ -94,6 +94,7 @@ def results(data: SubmissionData) -> Table:
     notes = [f"PSNR (MSE-based, whatever the training loss) on {'held-out pixels (every-other split)' if split == 'every-other' else 'every pixel'}; "
              f"{spec.get('steps')} steps, {spec.get('activation')} hidden layers, {spec.get('output')} output, "
              f"encoding {spec.get('encoding')}, init {spec.get('init')}; psnr_sd is over seeds"]
+    notes += precision_note(spec)
     notes += unfinished_note(data, "cells")
     summary = consistency(rows, config_keys, input_keys) if rows else []
     columns = [*config_keys, *input_keys, "seeds", "psnr_mean", "psnr_sd", "diverged"]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.jobs import PRECISION_KEY, fit, varying
 from ..fields.names import INITIALISERS, OUTPUTS
-from ..fields.summary import training_text
+from ..fields.summary import precision_note, training_text
 from ..optim import OPTIMIZERS
 from ..packing import all_seeds, shares
 from ..results import SubmissionData, Table, finite, group_jobs, unfinished_note
@@ -136,7 +136,7 @@ def results(data: SubmissionData) -> Table:
     spec = data.spec
     notes = [f"{training_text(spec)}, raw (x, y) input, ReLU hidden layers, {spec.get('output')} output; PSNR on "
              f"every pixel; a diverged seed counts as a failure"]
-    notes += unfinished_note(data, "seeds")
+    notes += precision_note(spec) + unfinished_note(data, "seeds")
     columns = ["initialiser", *extra, "seeds", "psnr_min", "psnr_median", "psnr_max", "frac_above_15", "verdict"]
     return Table("inr-init", columns, rows, data.id, sorted(summary), notes)
 

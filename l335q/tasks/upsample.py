@@ -23,6 +23,7 @@ from .. import UserError
 from ..data.images import load_image, read_input, resize  # noqa: F401  (read_input: the submit-time hook)
 from ..fields.jobs import check_auto, field_config, field_keys, fit, resolve_sigma
 from ..fields.names import BASELINES, METHODS
+from ..fields.summary import precision_note
 from ..results import SubmissionData, Table, group_jobs, mean, sd
 from ..specs import Key, Schema, SpecError
 
@@ -108,6 +109,7 @@ def results(data: SubmissionData) -> Table:
              f"upsamples it K times and is scored against the original; inr: {spec.get('steps')} steps, depth "
              f"{spec.get('depth')}, width {spec.get('width')}, {spec.get('encoding')} m = {spec.get('features')}, "
              f"σ {spec.get('sigma')} (sigma column: the σ used); psnr_sd over seeds; baselines are deterministic"]
+    notes += precision_note(spec)
     columns = ["image", "factor", "method", "psnr", "ssim", "seeds", "psnr_sd", "sigma"]
     one_resolution = len({r["resolution"] for r in rows}) <= 1      # then the note names it
     if not one_resolution:
