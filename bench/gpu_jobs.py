@@ -33,7 +33,7 @@ from gpu_common import Bench, r3  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from job_rows import numbers, stop_when  # noqa: E402
-from l335q.checkpoints import loads  # noqa: E402
+from l335q.checkpoints import PLAN_STAGE, loads  # noqa: E402
 from l335q.db import Checkpoint, Job, session_scope  # noqa: E402
 from l335q.fields.engine import CHECK_EVERY  # noqa: E402
 from l335q.runner import execute_job  # noqa: E402
@@ -84,8 +84,10 @@ def stopped_once(b: Bench, job_id: int, stage: int, done: int, out: dict) -> Non
         finish()
         del os.environ["L335Q_LEASE_S"]
     with session_scope() as s:
-        out["checkpoints"] = [{"stage": c.stage, "step": c.step, "fused": "fused" in loads(c.data)}
-                              for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))]
+        rows = list(s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.stage)))
+    out["plan"] = next((loads(c.data) for c in rows if c.stage == PLAN_STAGE), None)     # field kinds: seed chunks
+    out["checkpoints"] = [{"stage": c.stage, "step": c.step, "fused": "fused" in loads(c.data)}
+                          for c in rows if c.stage != PLAN_STAGE]
 
 
 def run(b: Bench, spec: dict, fast: str, stop_at: tuple[int, int] | None = None) -> tuple[dict, dict]:

@@ -26,6 +26,7 @@ import io
 import threading
 import time
 
+PLAN_STAGE = -1                    # the stage number of a job's plan row (``Checkpoints.plan``): not a training state
 stop_event = threading.Event()     # set by the worker's SIGTERM handler: save, then hand the job back
 
 
@@ -98,26 +99,28 @@ class Checkpoints:
         data = with_retries(read, what=f"job {self.job_id}: reading its checkpoint")
         return None if data is None else loads(data)
 
-    def first_saved(self) -> dict | None:
-        """The state saved by the job's lowest stage that has one (None: nothing saved yet): what every stage of a
-        run shares (a field job's seed chunk) is read back from it before the stages are planned."""
-        from sqlalchemy import select
-
-        from .db import Checkpoint, session_scope, with_retries
-
-        def read():
-            with session_scope(self.url) as s:
-                return s.scalar(select(Checkpoint.data).where(Checkpoint.job_id == self.job_id)
-                                .order_by(Checkpoint.stage).limit(1))
-        data = with_retries(read, what=f"job {self.job_id}: reading its checkpoints")
-        return None if data is None else loads(data)
+    def plan(self, name: str, value):
+        """``value`` the first time the job makes the choice ``name`` before its next stage; on every later run, the
+        value recorded then. For a choice that fixes the stages that follow (a field fit's seeds per batched model,
+        which follows the device: on CUDA its free memory), so that a resumed job meets the stages it saved, on
+        any worker. Recorded in the job's plan row (stage ``PLAN_STAGE``), deleted with its checkpoints."""
+        key = f"{name}@{self._next}"
+        memo = self.load(PLAN_STAGE) or {}
+        if key not in memo:
+            memo[key] = value
+            self._write(PLAN_STAGE, 0, dumps(memo))
+        return memo[key]
 
     def save(self, stage: int, step: int, state: dict) -> None:
+        self._write(stage, step, dumps(state))
+        self.last_save = time.monotonic()
+        self.saves += 1
+
+    def _write(self, stage: int, step: int, data: bytes) -> None:
+        """Replace the row of ``stage``, while this process holds the job's lease (else ``LeaseLost``)."""
         from sqlalchemy import delete, update
 
         from .db import Checkpoint, Job, session_scope, utcnow, with_retries
-
-        data = dumps(state)
 
         def write():
             with session_scope(self.url) as s:
@@ -128,8 +131,6 @@ class Checkpoints:
                 s.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.stage == stage))
                 s.add(Checkpoint(job_id=self.job_id, stage=stage, step=int(step), data=data))
         with_retries(write, what=f"job {self.job_id}: writing its checkpoint")
-        self.last_save = time.monotonic()
-        self.saves += 1
 
 
 class _NoStage(Stage):
@@ -151,15 +152,17 @@ class _NoStage(Stage):
         pass
 
 
-class _NoCheckpoints:
+class NoCheckpoints:
+    """Checkpoints that save nothing: every stage starts afresh, every plan is the value at hand."""
+
     def stage(self) -> Stage:
         return _NoStage()
 
-    def first_saved(self) -> None:
-        return None
+    def plan(self, name: str, value):
+        return value
 
 
-NO_CHECKPOINTS = _NoCheckpoints()
+NO_CHECKPOINTS = NoCheckpoints()
 
 
 def rng_state() -> dict:

@@ -42,7 +42,7 @@ from dataclasses import replace
 from sqlalchemy import exists, select, update
 
 from . import UserError
-from .checkpoints import Stage
+from .checkpoints import NoCheckpoints, Stage
 from .config import pack_max
 from .db import Checkpoint, Job, session_scope, utcnow, with_retries
 from .tasks import get_kind
@@ -136,7 +136,7 @@ class _UnsavedStage(Stage):
         pass
 
 
-class Unsaved:
+class Unsaved(NoCheckpoints):
     """The checkpoints of a packed run: progress for the heartbeat and the stop request, no saves, no resume."""
 
     def __init__(self):
@@ -146,6 +146,3 @@ class Unsaved:
     def stage(self) -> Stage:
         self._next += 1
         return _UnsavedStage(self, self._next - 1)
-
-    def first_saved(self) -> None:
-        return None

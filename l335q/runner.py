@@ -32,7 +32,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select, update
 
 from . import UserError
-from .checkpoints import NO_CHECKPOINTS, Interrupted, LeaseLost
+from .checkpoints import NO_CHECKPOINTS, PLAN_STAGE, Interrupted, LeaseLost
 from .config import checkpoint_seconds, device_override, lease_seconds, max_attempts
 from .db import (FINAL_STATES, Artifact, Checkpoint, Job, Metric, make_artifact, session_scope, utcnow,
                  with_retries)
@@ -140,7 +140,8 @@ def take(s, job: Job, worker: str, lease_s: float, now, packed: bool = False) ->
     job.state, job.worker, job.started_at, job.claim = "running", worker, now, token
     job.heartbeat_at, job.lease_s, job.progress = now, lease_s, None
     job.attempts += 1
-    resumed = s.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id).limit(1)) is not None
+    resumed = s.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id, Checkpoint.stage != PLAN_STAGE)
+                       .limit(1)) is not None
     return Claim(job.task, dict(job.params), job.submission_id, token, resumed, job.attempts, job.queue,
                  lost_before=job.error is not None)
 

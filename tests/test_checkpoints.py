@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from l335q.checkpoints import loads
+from l335q.checkpoints import PLAN_STAGE, Checkpoints, loads
+from l335q.data.images import load_image, resize
 from l335q.db import Checkpoint, Job, Metric, session_scope
 from l335q.runner import RELEASED, execute_job
 from l335q.submit import create_submission
@@ -77,10 +78,27 @@ def test_a_field_job_resumed_where_more_seeds_fit_keeps_its_stages(monkeypatch):
             engine.FieldConfig(depth=3, width=24, steps=1), 12 * 12, 2))
         run_until_stopped(job_id, 150, 0)
     with session_scope() as s:
-        (saved,) = [loads(c.data) for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))]
-    assert saved["chunk"] == 2 and saved["model"]["mlp.biases.0"].shape[0] == 2
+        saved = {c.stage: loads(c.data) for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))}
+    assert saved[PLAN_STAGE] == {"chunk@0": 2} and saved[0]["model"]["mlp.biases.0"].shape[0] == 2
     assert execute_job(job_id) == "done"
     assert numbers(job_id) == numbers(plain)
+
+
+def test_a_plan_is_kept_per_fit_across_runs_and_workers():
+    """``Checkpoints.plan``: each fit of a job (here two, as an upsample job makes) records its seed chunk before its
+    stages; a second run reads each fit's own value back, whatever the chunks it would choose itself."""
+    from l335q.fields.engine import FieldConfig, fit_image
+    from l335q.runner import _claim
+
+    img = resize(load_image("sample:camera"), 16)                  # 256 pixels
+    small, big = FieldConfig(depth=2, width=16, steps=2), FieldConfig(depth=2, width=256, steps=2)   # 3 at once / 1
+    _, (job_id,) = create_submission(FIELD)
+    ckpt = Checkpoints(job_id, _claim(job_id, "w", 30, None).token, None, every_s=3600)
+    assert [fit_image(img, c, [0, 1, 2], ckpt=ckpt).chunk for c in (small, big)] == [3, 1]
+    assert ckpt.load(PLAN_STAGE) == {"chunk@0": 3, "chunk@1": 1}
+    again = Checkpoints(job_id, ckpt.token, None, every_s=3600)    # a later run; fits chosen in the other order
+    assert [fit_image(img, c, [0, 1, 2], ckpt=again).chunk for c in (big, small)] == [3, 1]
+    assert [fit_image(img, c, [0, 1, 2]).chunk for c in (big, small)] == [1, 3]      # their own choices
 
 
 def test_a_finished_stage_is_not_trained_again(monkeypatch, caplog):

@@ -106,6 +106,7 @@ def test_gpu_jobs_bench_tiny_runs_every_kind_plain_fast_and_resumed(tmp_path):
         assert stopped["stop_requested_at"] and k["resumed_equals_fast"], kind
         assert set(k["resumed_vs_fast"].values()) == {0.0}, kind
         (ckpt,) = stopped["checkpoints"]                  # saved mid-run: what the resumed run started from
+        assert (stopped["plan"] is None) == kind.startswith("cls"), kind     # field fits plan their seed chunks
         total = k["spec"]["epochs"] if kind.startswith("cls") else k["spec"]["steps"]
         assert ckpt["stage"] == k["stop_at"]["stage"] and ckpt["step"] < total, kind
         diffs = k["fast_vs_plain"]

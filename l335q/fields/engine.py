@@ -228,8 +228,7 @@ def _fast_steps(model: Field, opt, cfg: FieldConfig, x, target, weight, first: i
 
 
 def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_step, ckpt, until, first_member=0,
-               fast: bool = False, chunk: int = 0):
-    """One stage of ``fit_pixels``: its ``seeds`` (one chunk of ``chunk``, recorded in the checkpoints) as one model."""
+               fast: bool = False):
     torch_dev = torch.device(device)
     full = model = Field(cfg, seeds, sigmas, target_mean=pix.mean()).to(torch_dev)   # model: the members still training
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum)
@@ -244,7 +243,7 @@ def _fit_chunk(pix: Pixels, cfg, seeds, sigmas, device, evals, log_every, on_ste
     stage = ckpt.stage()
 
     def save(step: int) -> None:
-        stage.save(step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "chunk": chunk,
+        stage.save(step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                           "gens": [g.get_state() for g in gens], "sampled": sampled,
                           "losses": [t.cpu() for t in losses]})
 
@@ -341,8 +340,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     elsewhere: the same numbers; other fits ignore it, ``FitResult.fast`` says); TF32 is the caller's choice, a
     bfloat16 forward ``cfg.precision``'s. Jobs: ``L335Q_FAST``.
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
-    on a stop request, checked every ``CHECK_EVERY`` steps; a resumed fit keeps the saved run's chunk, which on
-    CUDA follows free memory, so that its stages are the saved ones).
+    on a stop request, checked every ``CHECK_EVERY`` steps; the chunk is the job's plan, ``Checkpoints.plan``: a
+    resumed fit keeps its first run's chunk, which follows the device, so that its stages are the saved ones).
     """
     cfg.check()
     if fast not in (False, True):
@@ -356,8 +355,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     log_every = max(1, log_every or cfg.steps // 50)
     in_dim = 2 if cfg.encoding == "none" else 2 * frequency_matrix(cfg.encoding, [0], cfg.features, cfg.sigma).shape[-1]
     pixels = min(cfg.batch_pixels or pix.n, pix.n)
-    saved = ckpt.first_saved()        # resumed: the stages (chunks) of the run that saved, whatever this device holds
-    chunk = saved["chunk"] if saved and "chunk" in saved else seed_chunk(cfg, len(seeds), pixels, device, in_dim, chunk)
+    chunk = ckpt.plan("chunk", seed_chunk(cfg, len(seeds), pixels, device, in_dim, chunk))   # resumed: the saved run's
     fast = fast if pixels == pix.n and until is None else False      # the fast path takes full-batch fits only
     t0 = time.perf_counter()
     fields, train, scores, curves, bad, steps, run = [], [], {k: [] for k in evals}, [], [], [], []
@@ -365,7 +363,7 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
         j = min(i + chunk, len(seeds))
         model, sampled, curve, tr, sc, bd, last = _fit_chunk(
             pix.members(i, j), cfg, seeds[i:j], None if sigmas is None else sigmas[i:j], device,
-            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until, i, fast, chunk)
+            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until, i, fast)
         fields.append(model)
         train.append(tr)
         curves.append(curve)
