@@ -8,15 +8,14 @@ bfloat16 autocast), interleaved, at the given torch threads, best of --repeat: s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
 
-import torch
-
 from l335q.data.images import load_image, resize
 from l335q.fields.engine import FieldConfig, fit_image
+
+from cpu_seed_batching import cpu_args
 
 SEEDS = [0, 1, 2]
 # name -> (image, resolution, split, FieldConfig): what the field task kinds fit
@@ -38,13 +37,7 @@ def psnrs(r) -> list[float | None]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    a = cpu_args(__doc__, steps=300)
     with open(a.out, "w") as out:
         for name, (image, res, split, cfg) in CASES.items():
             img = resize(load_image(image), res)

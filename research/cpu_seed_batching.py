@@ -23,14 +23,20 @@ CASES = [(16, "all", "none", 64), (32, "every-other", "gaussian", 64), (32, "all
          (64, "every-other", "gaussian", 256), (64, "all", "none", 256), (128, "every-other", "gaussian", 256)]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cpu_args(doc: str, steps: int) -> argparse.Namespace:
+    """The CPU studies' command line (--threads, --steps, --repeat, --out); torch's threads set from it."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    return a
+
+
+def main() -> None:
+    a = cpu_args(__doc__, steps=150)
     with open(a.out, "w") as out:
         for res, split, enc, width in CASES:
             img = resize(load_image("sample:astronaut"), res)
