@@ -103,6 +103,6 @@ def fast_mode() -> str:
 def fast_applies(mode: str, device) -> bool:
     """THE rule of both engines: a fast ``mode`` ("auto", "on", "off") takes its path on ``device`` (a name or a
     ``torch.device``): "on" everywhere, "auto" on CUDA only, "off" never. Other modes raise ValueError."""
-    if mode not in ("auto", "on", "off"):
+    if mode not in FAST_MODES.values():
         raise ValueError(f"fast mode {mode!r}: expected auto, on or off")
     return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))

@@ -271,7 +271,8 @@ def test_bf16_precision_is_close_to_fp32_reproducible_and_exact_per_seed(tiny, b
     them, the same numbers on a second run, and a seed's own numbers in a batch (packs stay exact)."""
     from dataclasses import replace
 
-    cfg = FieldConfig(depth=3, width=32, encoding="gaussian", features=16, sigma=3.0, steps=60, batch_pixels=batch_pixels)
+    cfg = FieldConfig(depth=3, width=32, encoding="gaussian", features=16, sigma=3.0, steps=60,
+                      batch_pixels=batch_pixels)
     bf16 = replace(cfg, precision="bf16")
     fp32, half, again = (fit_image(tiny, c, [0, 1, 2], split="every-other") for c in (cfg, bf16, bf16))
     solo = [fit_image(tiny, bf16, [s], split="every-other") for s in (0, 1, 2)]
