@@ -127,6 +127,63 @@ def test_enqueue_publishes_one_message_per_job_across_batches(service_env):
         _redis().delete(queue)
 
 
+def test_a_bulk_message_is_the_message_apply_async_sends(service_env):
+    """What ``enqueue`` pushes to Redis is, key by key and value by value, what Celery's own ``apply_async``
+    publishes for the same job id, but for the fresh ids (task id, delivery tag)."""
+    import json
+
+    from l335q.worker.app import _redis, app, enqueue, run_job
+
+    queue, redis = service_env["L335Q_TEST_QUEUE"], _redis()
+
+    def fresh_ids_blanked(raw: bytes) -> dict:
+        message = json.loads(raw)
+        assert message["headers"]["id"] == message["headers"]["root_id"] == message["properties"]["correlation_id"]
+        for part, key in (("headers", "id"), ("headers", "root_id"), ("properties", "correlation_id"),
+                          ("properties", "delivery_tag")):
+            message[part][key] = "fresh"
+        return message
+
+    try:
+        with app.producer_or_acquire() as producer:
+            run_job.apply_async(args=[4242], queue=queue, producer=producer)
+        celerys = fresh_ids_blanked(redis.rpop(queue))
+        enqueue([4242], queue)
+        ours = fresh_ids_blanked(redis.rpop(queue))
+        assert ours == celerys
+        enqueue([1, 2, 3], queue)
+        assert [json.loads(redis.rpop(queue))["headers"]["argsrepr"] for _ in range(3)] == ["[1]", "[2]", "[3]"]
+    finally:
+        redis.delete(queue)
+
+
+def test_a_real_worker_runs_each_bulk_published_job_once_and_acks_it(worker, service_env):
+    """A submission's bulk-published messages, consumed by an unmodified ``celery worker`` (``l335q worker``):
+    every job done in one attempt with one set of rows, and no message left in the queue or unacknowledged."""
+    import time
+
+    from l335q import service
+    from l335q.worker.app import _redis
+
+    from job_rows import metric_rows
+
+    spec = {"task": "inr-init", "image": "sample:camera", "resolution": 8, "steps": 10, "depth": 2, "width": 8,
+            "initialiser": "default", "seeds": "0-5", "seed_group": 1, "device": "cpu"}
+    sub = service.submit(spec, queue=service_env["L335Q_TEST_QUEUE"])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and service.job_counts(sub.id)["done"] < len(sub.job_ids):
+        time.sleep(0.5)
+    with session_scope() as s:
+        jobs = s.execute(select(Job.id, Job.state, Job.attempts).where(Job.submission_id == sub.id)).all()
+    assert sorted((j.state, j.attempts) for j in jobs) == [("done", 1)] * 6, jobs
+    for job_id in sub.job_ids:
+        assert [r[2] for r in metric_rows(job_id) if r[1] is None] == ["psnr"], job_id
+    redis = _redis()
+    assert redis.llen(service_env["L335Q_TEST_QUEUE"]) == 0
+    unacked = [m for m in redis.hvals("unacked") if service_env["L335Q_TEST_QUEUE"].encode() in m]
+    assert unacked == []
+
+
 # Runs the real CLI entry point and, at exit, prints the heavy modules it imported (to stderr, last line);
 # sqlalchemy is reported too (only `status` must do without it).
 HEAVY = ("torch", "torchvision", "matplotlib", "skimage")

@@ -14,14 +14,16 @@ that kills its process): its lease expires and the reaper re-queues it, up to ``
 from __future__ import annotations
 
 import base64
-import contextlib
+import itertools
 import json
 import logging
 import os
 import signal
 import threading
+import uuid
 
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready, worker_shutting_down
 
 from l335q import UserError
@@ -148,16 +150,47 @@ def check_broker() -> None:
 
 
 def enqueue(job_ids: list[int], queue: str = QUEUE) -> None:
-    """One message per job id. Where kombu can (``Producer.batch``, kombu >= 5.7, a Redis pipeline per 1,000
-    messages) they go out in batches: 10,000 ids in a fraction of the time of one round trip each; the queue is
-declared once per call. A failure
-    mid-way loses the unsent messages; their jobs stay queued in the database and the reaper publishes them."""
+    """One normal Celery task message per job id. On Redis they are built here (``task_messages``) and pushed
+    ``PUBLISH_CHUNK`` at a time, one round trip each; on any other broker, one ``apply_async`` each. The queue is
+    declared once per call. A failure mid-way loses the unsent messages; their jobs stay queued in the
+    database and the reaper publishes them."""
     with app.producer_or_acquire() as producer:
         producer.maybe_declare(app.amqp.queues[queue])      # once, not once per message (declare=[] below)
-        batch = producer.batch() if hasattr(producer, "batch") else contextlib.nullcontext()
-        with batch:
+        if not _is_redis():
             for job_id in job_ids:
                 run_job.apply_async(args=[job_id], queue=queue, producer=producer, declare=[])
+            return
+        client = producer.channel.client                     # kombu's own Redis client of this connection
+        messages = task_messages(job_ids, queue)
+        while chunk := list(itertools.islice(messages, PUBLISH_CHUNK)):
+            client.lpush(queue, *chunk)      # one LPUSH of many: consumed in this order, as one LPUSH each
+
+
+PUBLISH_CHUNK = 1000
+
+
+def task_messages(job_ids, queue: str):
+    """The messages ``run_job.apply_async(args=[job_id], queue=queue)`` puts on a Redis list, one per job id,
+    built without Celery's per-call machinery: Celery's own protocol-2 headers and body (``amqp.as_task_v2``,
+    called once for a template), wrapped the way kombu's virtual channel wraps a published message
+    (``prepare_message`` + ``basic_publish``: JSON body in base64, a delivery tag, the default exchange routed
+    by queue name, priority 0 = the list named ``queue``); per job only its ids and argument change.
+    tests/test_grid.py compares one key by key with what ``apply_async`` sends."""
+    headers, properties, (_, kwargs, embed), _ = app.amqp.as_task_v2(
+        "", run_job.name, args=[0], reply_to=app.thread_oid, ignore_result=True, origin=anon_nodename())
+    properties.update(delivery_mode=2, delivery_info={"exchange": "", "routing_key": queue}, priority=0,
+                      body_encoding="base64")
+    for job_id in job_ids:
+        task_id, job_id = str(uuid.uuid4()), int(job_id)
+        yield json.dumps({
+            "body": base64.b64encode(json.dumps([[job_id], kwargs, embed]).encode()).decode(),
+            "content-encoding": "utf-8", "content-type": "application/json",
+            "headers": {**headers, "id": task_id, "root_id": task_id, "argsrepr": f"[{job_id}]"},
+            "properties": {**properties, "correlation_id": task_id, "delivery_tag": str(uuid.uuid4())}})
+
+
+def _is_redis() -> bool:
+    return str(app.conf.broker_url).startswith(("redis://", "rediss://"))
 
 
 def _redis():
@@ -168,7 +201,7 @@ def _redis():
 
 def queued_job_ids(queues) -> set[int] | None:
     """Job ids whose message waits in these queues (Redis lists); None when the broker is not Redis."""
-    if not str(app.conf.broker_url).startswith(("redis://", "rediss://")):
+    if not _is_redis():
         return None
     r = _redis()
     out: set[int] = set()
@@ -184,7 +217,7 @@ def queued_job_ids(queues) -> set[int] | None:
 
 def warn_if_evicting() -> str | None:
     """A warning when Redis may evict keys (then queued messages can vanish); None when it is safe."""
-    if not str(app.conf.broker_url).startswith(("redis://", "rediss://")):
+    if not _is_redis():
         return None
     try:
         policy = _redis().config_get("maxmemory-policy").get("maxmemory-policy")
