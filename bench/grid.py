@@ -12,9 +12,11 @@ Makes a fresh PostgreSQL database (dropped at the end), migrates it, and submits
 Before status and results are timed, every job is marked done and given the metric rows a finished
 ``inr-init`` job of the practical's size writes (``psnr`` + the ``loss`` curve at the engine's 51 sampled
 steps), with values drawn from a seeded RNG: no job is trained. The reference columns time the same work
-the way it was done before (ORM ``Job`` objects added one by one; ``selectinload`` of each job's metrics).
-Usage: python bench/grid.py [--jobs 10000] [--repeat 3] [--pg postgresql://postgres@127.0.0.1:5432]
-       [--redis redis://127.0.0.1:6379/0] [--out results.json]
+the way it was done before (ORM ``Job`` objects added one by one; ``selectinload`` of each job's metrics;
+``apply_async`` per message). Also printed: the Redis memory the queued messages take, the PostgreSQL database
+and ``jobs`` table sizes, and the machine's load before and after (these are shared machines).
+Usage: python bench/grid.py [--jobs 10000] [--repeat 3] [--form seeds|initialisers] [--skip-reference]
+       [--pg postgresql://postgres@127.0.0.1:5432] [--redis redis://127.0.0.1:6379/0] [--out results.json]
 """
 from __future__ import annotations
 
@@ -41,9 +43,31 @@ from l335q.specs import expand
 from l335q.submit import create_submission
 
 
-def spec(jobs: int) -> dict:
+def spec(jobs: int, form: str = "seeds") -> dict:
+    """``seeds``: one initialiser, ``jobs`` seeds (this bench's own); ``initialisers``: the spec of issue 24 (two
+    initialisers × jobs/2 seeds at resolution 16, 10 steps, as a new user tried it)."""
+    if form == "initialisers":
+        return {"task": "inr-init", "title": f"grid bench ({jobs} jobs, 2 initialisers)",
+                "initialiser": ["default", "xavier-uniform"], "seeds": f"0-{jobs // 2 - 1}", "seed_group": 1,
+                "resolution": 16, "steps": 10}
     return {"task": "inr-init", "title": f"grid bench ({jobs} jobs)", "image": "sample:astronaut",
             "initialiser": "default", "seeds": f"0-{jobs - 1}", "seed_group": 1, "device": "cpu"}
+
+
+def reference_enqueue(job_ids: list[int], queue: str) -> None:
+    """The previous ``enqueue``: Celery's ``apply_async`` per job id (in a kombu publish batch)."""
+    from l335q.worker.app import app, run_job
+
+    with app.producer_or_acquire() as producer:
+        producer.maybe_declare(app.amqp.queues[queue])
+        with producer.batch():
+            for job_id in job_ids:
+                run_job.apply_async(args=[job_id], queue=queue, producer=producer, declare=[])
+
+
+def machine_state() -> dict:
+    """How busy the machine was (these are shared machines): its load averages."""
+    return {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def timed(fn) -> tuple[float, object]:
@@ -123,6 +147,9 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--form", choices=["seeds", "initialisers"], default="seeds",
+                    help="the grid's spec: see spec() (initialisers: issue 24's)")
+    ap.add_argument("--skip-reference", action="store_true", help="leave out the ORM references (100,000 jobs)")
     a = ap.parse_args()
     name = f"l335q_grid_bench_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(f"{a.pg}/postgres")
@@ -132,19 +159,32 @@ def main() -> None:
     queue = f"l335q-grid-bench-{uuid.uuid4().hex[:8]}"
     env = {"L335Q_DATABASE_URL": url, "L335Q_BROKER_URL": a.redis}
     os.environ.update(env)
-    raw = spec(a.jobs)
-    out: dict = {"jobs": a.jobs, "repeat": a.repeat, "machine": os.uname().nodename, "cpus": os.cpu_count()}
+    raw = spec(a.jobs, a.form)
+    out: dict = {"jobs": a.jobs, "form": a.form, "repeat": a.repeat, "machine": os.uname().nodename,
+                 "cpus": os.cpu_count(), "before": machine_state()}
     try:
         upgrade(url)
         create_submission(spec(10), url=url)        # warm-up: connection pool, imports, sample check
         reference_submit(spec(10), url)
         out["submit_core_s"] = median_time(lambda: create_submission(raw, url=url), a.repeat)
-        out["submit_reference_orm_s"] = median_time(lambda: reference_submit(raw, url), a.repeat)
+        if not a.skip_reference:
+            out["submit_reference_orm_s"] = median_time(lambda: reference_submit(raw, url), a.repeat)
         from l335q.worker.app import app, enqueue
 
         sub_id, job_ids = create_submission(raw, url=url, queue=queue)
         enqueue(job_ids[:10], queue)                # warm-up: broker connection
+        redis = app.connection_for_write().default_channel.client
+        redis.delete(queue)
+        out["enqueue_reference_apply_async_s"], _ = timed(lambda: reference_enqueue(job_ids, queue))
+        redis.delete(queue)
+        used = redis.info("memory")["used_memory"]
         out["enqueue_s"], _ = timed(lambda: enqueue(job_ids, queue))
+        out["enqueue_ratio_vs_reference"] = out["enqueue_reference_apply_async_s"] / out["enqueue_s"]
+        out["redis_queue_mib"] = (redis.info("memory")["used_memory"] - used) / 2**20
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_database_size(current_database()), pg_total_relation_size('jobs')")
+            db_bytes, jobs_bytes = cur.fetchone()
+        out["postgres_database_mib"], out["postgres_jobs_table_mib"] = db_bytes / 2**20, jobs_bytes / 2**20
         from l335q.service import reap
 
         with session_scope(url) as s:               # everything else out of the way: only this grid is queued
@@ -157,18 +197,20 @@ def main() -> None:
             out["submit_cli_s"], proc = cli(["submit", str(path), "--queue", queue], env)
         with app.connection_for_write() as conn:
             conn.default_channel.client.delete(queue)
-        out["metric_rows"] = finish_jobs(sub_id, url)
+        out["metric_rows"] = finish_jobs(sub_id, url, raw.get("steps", FieldConfig.steps))
         status_args = ["status", str(sub_id)]
         results_args = ["results", "--task", "inr-init", "--submission", str(sub_id), "--format", "json"]
         in_process(status_args)                     # warm-up: imports, connection pool
         in_process(results_args)
         out["status_in_process_s"] = median_time(lambda: in_process(status_args), a.repeat)
         out["results_in_process_s"] = median_time(lambda: in_process(results_args), a.repeat)
-        out["results_reference_load_s"] = median_time(lambda: reference_load(sub_id, url), a.repeat)
+        if not a.skip_reference:
+            out["results_reference_load_s"] = median_time(lambda: reference_load(sub_id, url), a.repeat)
         out["status_cli_s"] = statistics.median(cli(status_args, env)[0] for _ in range(a.repeat))
         out["results_cli_s"] = statistics.median(cli(results_args, env)[0] for _ in range(a.repeat))
         rows = json.loads(cli(results_args, env)[1].stdout)["rows"]
-        out["results_seeds"] = rows[0]["seeds"]
+        out["results_seeds"] = sum(r["seeds"] for r in rows)
+        out["after"] = machine_state()
     finally:
         get_engine.cache_clear()
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -149,6 +149,8 @@ def input_names(session: Session, submission_id: int) -> dict[str, str]:
 
 def named(value, names: dict[str, str]):
     """``value`` (a spec, a job's params, a list or one value) with every stored file's ref replaced by its name."""
+    if not names:                      # no stored files (sample images): nothing to replace, in any of 10,000 jobs
+        return value
     if isinstance(value, dict):
         return {k: named(v, names) for k, v in value.items()}
     if isinstance(value, list):
