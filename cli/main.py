@@ -266,11 +266,17 @@ def reap():
 @click.option("--queues", default="l335q", show_default=True, help="Comma-separated queues to consume.")
 @click.option("--device", help="Device for jobs that say `auto`, e.g. cuda:0 or cpu.")
 @click.option("--name", help="Worker name shown in `status` (default celery@HOST); e.g. gpu0@%h.")
-def worker(concurrency, queues, device, name):
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a job may run when its spec sets no time_limit (sets L335Q_TIME_LIMIT_S).")
+def worker(concurrency, queues, device, name, time_limit):
     """Start a Celery worker (needs L335Q_BROKER_URL and L335Q_DATABASE_URL)."""
+    import os
+
     from l335q.config import broker_url
     from l335q.db import ensure_schema
 
+    if time_limit:
+        os.environ["L335Q_TIME_LIMIT_S"] = str(time_limit)
     if not broker_url():
         raise UserError("L335Q_BROKER_URL is not set: a worker needs a broker (e.g. redis://127.0.0.1:6379/0)")
     ensure_schema()

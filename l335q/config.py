@@ -77,6 +77,24 @@ def max_attempts() -> int:
     return max(1, int(_seconds("L335Q_MAX_ATTEMPTS", 3)))
 
 
+def stall_seconds() -> float:
+    """``L335Q_STALL_S``: a running job that gives no sign of progress for this long, and for ``STALL_FACTOR`` x
+    the longest time its steps have taken so far, is stalled: its worker's pool process is killed and the job
+    resumes elsewhere (default 600 s)."""
+    return _seconds("L335Q_STALL_S", 600.0)
+
+
+STALL_FACTOR = 10.0
+STARTUP_STALL_S = 120.0       # before its first sign of life a job is stalled only after this long too
+
+
+def time_limit_seconds() -> float | None:
+    """``L335Q_TIME_LIMIT_S``: the run time of a job whose spec sets no ``time_limit`` (default: none). Past it the
+    job saves its checkpoint and ends ``failed``; ``l335q retry`` resumes it."""
+    value = _seconds("L335Q_TIME_LIMIT_S", 0.0)
+    return value if value > 0 else None
+
+
 def pack_max() -> int:
     """``L335Q_PACK_MAX``: a worker runs up to this many queued jobs of one shape as one batched run (task kinds
     with ``run_packed``; see ``l335q.packing``). Default 16; 1 turns packing off."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from datetime import datetime, timezone
+import os
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
-                        create_engine, event, select)
+                        create_engine, event, select, text)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
@@ -25,7 +26,19 @@ FINAL_STATES = ("done", "failed", "diverged", "cancelled")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    """This process's clock, naive UTC. ``L335Q_CLOCK_SKEW_S`` (a test hook) sets it off by so many seconds: a
+    machine whose clock is wrong. Leases and queue times do not read it on PostgreSQL (``db_now``)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=float(os.environ.get(
+        "L335Q_CLOCK_SKEW_S") or 0))
+
+
+def db_now(s: Session) -> datetime:
+    """THE clock of leases, heartbeats and queue times: the database's (naive UTC), so that workers and submitters
+    whose own clocks disagree by minutes agree on how old a lease is. SQLite (embedded mode, one machine): this
+    process's clock."""
+    if s.get_bind().dialect.name == "postgresql":
+        return s.scalar(text("SELECT timezone('utc', clock_timestamp())"))
+    return utcnow()
 
 
 class Base(DeclarativeBase):
@@ -64,6 +77,7 @@ class Job(Base):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime)    # last (re)queued or (re)published
     queue: Mapped[str | None] = mapped_column(String(100))          # the broker queue it was published on
     max_attempts: Mapped[int | None] = mapped_column(Integer)       # None: the worker's setting
+    time_limit_s: Mapped[float | None] = mapped_column(Float)       # None: the worker's L335Q_TIME_LIMIT_S
     progress: Mapped[dict | None] = mapped_column(JSON)             # {"done", "total", "unit"} while running
     submission: Mapped[Submission] = relationship(back_populates="jobs")
     metrics: Mapped[list["Metric"]] = relationship(cascade="all, delete-orphan", order_by="Metric.id")

@@ -42,9 +42,9 @@ from dataclasses import replace
 from sqlalchemy import exists, select, update
 
 from . import UserError
-from .checkpoints import NoCheckpoints, Stage
+from .checkpoints import NoCheckpoints, Stage, Watch
 from .config import pack_max
-from .db import Checkpoint, Job, session_scope, utcnow, with_retries
+from .db import Checkpoint, Job, db_now, session_scope, with_retries
 from .tasks import get_kind
 
 WINDOW = 8          # queued rows looked at (and briefly locked) per job a pack may still take
@@ -83,7 +83,7 @@ def _pack(job_id: int, claim, token: str, worker: str, lease_s: float, url: str 
         if not mates or not s.execute(update(Job).where(Job.id == job_id, Job.claim.in_([claim.token, token]))
                                       .values(claim=token)).rowcount:
             return {}
-        now = utcnow()
+        now = db_now(s)
         return {job_id: replace(claim, token=token),
                 **{job.id: take(s, job, worker, lease_s, now, packed=True) for job in mates}}
 
@@ -136,11 +136,12 @@ class _UnsavedStage(Stage):
         pass
 
 
-class Unsaved(NoCheckpoints):
-    """The checkpoints of a packed run: progress for the heartbeat and the stop request, no saves, no resume."""
+class Unsaved(Watch, NoCheckpoints):
+    """The checkpoints of a packed run: what the heartbeat watches (``Watch``) and the stop request, no saves, no
+    resume."""
 
     def __init__(self):
-        self.progress: dict | None = None
+        super().__init__()
         self._next = 0
 
     def stage(self) -> Stage:

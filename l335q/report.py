@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import __version__
-from .db import FINAL_STATES, JOB_STATES, Artifact, Job, Submission, get_submission, utcnow
+from .db import FINAL_STATES, JOB_STATES, Artifact, Job, Submission, db_now, get_submission
 from .results import SubmissionData, _fmt, load, named
 from .status import last_line
 
@@ -100,7 +100,7 @@ def progress(session: Session, submission_ids: list[int]) -> dict[int, Progress]
         counts[sub_id][state] = counts[sub_id].get(state, 0) + 1
         if state in ("done", "diverged") and seconds is not None:
             durations[sub_id].append(seconds)
-    now = utcnow()
+    now = db_now(session)
     running: dict[int, list[dict]] = defaultdict(list)
     for job in session.scalars(select(Job).where(Job.submission_id.in_(submission_ids), Job.state == "running")
                                .order_by(Job.id)):

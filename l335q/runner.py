@@ -12,7 +12,12 @@ of one delivery of a job on a worker (or in-process in embedded mode):
      final state together, and deletes the job's checkpoints.
 A worker asked to stop (SIGTERM) saves a checkpoint and hands the job back (``released``: queued again, the
 attempt not counted). A worker that dies leaves the lease to expire; the reaper (``l335q.service.reap``)
-re-queues the job and it resumes from its last checkpoint.
+re-queues the job and it resumes from its last checkpoint. The heartbeat is also the job's **watchdog**: a job
+that gives no sign of progress for ``L335Q_STALL_S`` (and 10 x its longest step; before its first, 120 s too) is
+stalled — re-queued as a lost attempt with the reason (failed after ``max_attempts``), then ``on_stall`` (the worker: publish it again,
+kill this pool process); past its **time limit** a job saves a checkpoint and ends ``failed`` with the reason
+(``l335q retry`` resumes it), and one that does not stop by itself within ``TIME_LIMIT_GRACE_S`` is ended so.
+Lease ages are read on the database's clock (``db.db_now``).
 **Packs** (``l335q.packing``): right after step 1, a job of a kind that packs also claims queued jobs of its
 shape, each with its own claim token and lease (one heartbeat renews them all); step 2 runs them as one
 batched run, not checkpointed; step 3 commits each job by its own claim; a stop hands every one of them back.
@@ -33,14 +38,15 @@ from sqlalchemy import delete, select, update
 
 from . import UserError
 from .checkpoints import NO_CHECKPOINTS, PLAN_STAGE, Interrupted, LeaseLost
-from .config import checkpoint_seconds, device_override, lease_seconds, max_attempts
-from .db import (FINAL_STATES, Artifact, Checkpoint, Job, Metric, make_artifact, session_scope, utcnow,
-                 with_retries)
+from .config import (STALL_FACTOR, STARTUP_STALL_S, checkpoint_seconds, device_override, lease_seconds, max_attempts,
+                     stall_seconds, time_limit_seconds)
+from .db import FINAL_STATES, Artifact, Checkpoint, Job, Metric, db_now, make_artifact, session_scope, with_retries
 from .tasks import get_kind
 
 log = logging.getLogger("l335q.job")
 RELEASED = "released"       # execute_job's answer when the job was handed back for another worker
 PACKED = "p:"               # the claim tokens of a pack's jobs start with this (a loss then is not the job's own)
+TIME_LIMIT_GRACE_S = 60.0   # past its time limit, a job that has not stopped at a checkpoint after this is ended
 
 
 @dataclass
@@ -99,20 +105,23 @@ def lease_expired(job: Job, now) -> bool:
     return job.heartbeat_at + timedelta(seconds=job.lease_s or lease_seconds()) < now
 
 
-def worker_lost(job: Job, now) -> str:
-    """A running job whose lease expired: ``failed`` after max_attempts losses, else back to ``queued``. A loss
-    while the job ran in a pack is not counted (the pack's size, or any job of it, may have killed the worker):
-    the job goes back to ``queued``, and its ``error`` (set from now on) keeps it out of packs: it runs alone."""
+def worker_lost(job: Job, now, reason: str | None = None) -> str:
+    """A running job whose lease expired (or, with ``reason``, that stalled): ``failed`` after max_attempts losses,
+    else back to ``queued``. A loss while the job ran in a pack is not counted (the pack's size, or any job of it,
+    may have killed the worker): the job goes back to ``queued``, and its ``error`` (set from now on) keeps it out
+    of packs: it runs alone."""
     limit = job.max_attempts or max_attempts()
+    lost = reason or f"worker {job.worker or '?'} lost"
     if (job.claim or "").startswith(PACKED):
         job.state, job.queued_at, job.attempts = "queued", now, max(0, job.attempts - 1)
-        job.error = f"worker {job.worker or '?'} lost while this job ran in a pack (not counted; it runs alone next)"
+        job.error = f"{lost} while this job ran in a pack (not counted; it runs alone next)"
     elif job.attempts >= limit:
         job.state, job.finished_at = "failed", now
-        job.error = f"worker lost {job.attempts} times; last on {job.worker or 'an unknown host'}"
+        job.error = (f"{reason} (attempt {job.attempts} of {limit})" if reason else
+                     f"worker lost {job.attempts} times; last on {job.worker or 'an unknown host'}")
     else:
         job.state, job.queued_at = "queued", now
-        job.error = f"worker {job.worker or '?'} lost (attempt {job.attempts} of {limit})"
+        job.error = f"{lost} (attempt {job.attempts} of {limit})"
     job.claim, job.heartbeat_at, job.progress = None, None, None
     return job.state
 
@@ -127,6 +136,7 @@ class Claim:
     attempt: int = 1            # this claim's attempt (1: no worker was lost on the job alone before)
     queue: str | None = None    # the broker queue the job was published on
     lost_before: bool = False   # a worker was lost while running this job (alone or packed): it runs alone
+    time_limit_s: float | None = None
 
 
 def new_token(packed: bool = False) -> str:
@@ -143,7 +153,7 @@ def take(s, job: Job, worker: str, lease_s: float, now, packed: bool = False) ->
     resumed = s.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id, Checkpoint.stage != PLAN_STAGE)
                        .limit(1)) is not None
     return Claim(job.task, dict(job.params), job.submission_id, token, resumed, job.attempts, job.queue,
-                 lost_before=job.error is not None)
+                 lost_before=job.error is not None, time_limit_s=job.time_limit_s or time_limit_seconds())
 
 
 def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim | None:
@@ -152,7 +162,7 @@ def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim |
         if job is None or job.state in FINAL_STATES:
             log.info("job %d: already final or unknown, not run again", job_id)
             return None
-        now = utcnow()
+        now = db_now(s)
         if job.state == "running":
             if not lease_expired(job, now):
                 log.info("job %d: held by %s (lease alive), this delivery is dropped", job_id, job.worker)
@@ -165,19 +175,24 @@ def _claim(job_id: int, worker: str, lease_s: float, url: str | None) -> Claim |
 class Heartbeat(threading.Thread):
     """Renews the leases of claimed jobs ({job id: claim token}: one job, or a pack) and writes their progress,
     every lease / 3 seconds until stopped. A database that is briefly away is retried at the next beat; a job
-    whose claim is lost is dropped from the beat, and ``lost`` is set once no job is held any more."""
+    whose claim is lost is dropped from the beat, and ``lost`` is set once no job is held any more. It is also
+    the watchdog (module doc): with ``on_stall`` (a worker's), a stalled job, or one past its time limit that
+    does not stop, is given up (``give_up``) and ``on_stall(ids re-queued)`` is called."""
 
-    def __init__(self, holds: dict[int, str], lease_s: float, ckpt, url: str | None):
+    def __init__(self, holds: dict[int, str], lease_s: float, ckpt, url: str | None, worker: str = "?",
+                 on_stall=None):
         super().__init__(daemon=True, name=f"l335q-lease-{min(holds)}")
         self.holds, self.lease_s, self.ckpt, self.url = dict(holds), lease_s, ckpt, url
+        self.worker, self.on_stall = worker, on_stall
         self.done = threading.Event()
         self.lost = False
 
     def run(self) -> None:
+        warned = False
         while not self.done.wait(self.lease_s / 3):
             try:
                 with session_scope(self.url) as s:
-                    progress, now = getattr(self.ckpt, "progress", None), utcnow()
+                    progress, now = getattr(self.ckpt, "progress", None), db_now(s)
                     gone = [job_id for job_id, token in self.holds.items()
                             if not s.execute(update(Job).where(Job.id == job_id, Job.claim == token)
                                              .values(heartbeat_at=now, progress=progress)).rowcount]
@@ -187,16 +202,61 @@ class Heartbeat(threading.Thread):
                 if not self.holds:
                     self.lost = True
                     return
+                reason, final = self.verdict()
+                if reason and self.on_stall is None:
+                    if not warned:
+                        log.warning("jobs %s: %s (no watchdog here: embedded mode)", sorted(self.holds), reason)
+                    warned = True
+                elif reason:
+                    log.error("jobs %s: %s: giving them up", sorted(self.holds), reason)
+                    self.on_stall(self.give_up(reason, final))
+                    return
             except Exception as exc:   # the database restarting: the next beat tries again
                 log.warning("jobs %s: lease not renewed (%s)", sorted(self.holds), str(exc).splitlines()[0])
+
+    def verdict(self) -> tuple[str | None, bool]:
+        """(why the jobs are given up, whether they end failed), or (None, False) while they are healthy."""
+        ckpt = self.ckpt
+        if not hasattr(ckpt, "stalled_for"):
+            return None, False
+        if ckpt.over_time(TIME_LIMIT_GRACE_S):
+            return (f"time limit {ckpt.limit_s:g} s exceeded at {where(ckpt.progress)} on {self.worker}; it did not "
+                    f"stop at a checkpoint within {TIME_LIMIT_GRACE_S:.0f} s"), True
+        idle = ckpt.stalled_for(stall_seconds(), STALL_FACTOR, STARTUP_STALL_S)
+        if idle is not None:
+            return f"stalled {idle:.0f} s at {where(ckpt.progress)} on {self.worker}", False
+        return None, False
+
+    def give_up(self, reason: str, final: bool) -> list[int]:
+        """Every held job ended ``failed`` (``final``) or handed on as a lost attempt; the ids re-queued."""
+        requeued = []
+        with session_scope(self.url) as s:
+            now = db_now(s)
+            for job_id, token in self.holds.items():
+                job = _locked(s, job_id)
+                if job is None or job.claim != token:
+                    continue
+                if final:
+                    job.state, job.error, job.finished_at = "failed", reason, now
+                    job.claim, job.heartbeat_at, job.progress = None, None, None
+                elif worker_lost(job, now, reason) == "queued":
+                    requeued.append(job_id)
+        return requeued
 
     def stop(self) -> None:
         self.done.set()
         self.join(timeout=10)
 
 
+def where(progress: dict | None) -> str:
+    """``step 4,100 of 10,000`` (or the stage's unit) from a job's progress."""
+    if not progress:
+        return "its start (no progress reported yet)"
+    return f"{progress['unit']} {progress['done']:,} of {progress['total']:,}"
+
+
 def _finish(job_id: int, ctx: JobContext, token: str, state: str, error: str | None, seconds: float,
-            url: str | None) -> bool:
+            url: str | None, keep_checkpoints: bool = False) -> bool:
     with session_scope(url) as s:
         job = _locked(s, job_id)
         if job is None or job.claim != token:
@@ -204,8 +264,9 @@ def _finish(job_id: int, ctx: JobContext, token: str, state: str, error: str | N
         s.add_all(Metric(job_id=job_id, name=m.name, value=m.value, seed=m.seed, step=m.step) for m in ctx.metrics)
         s.add_all(make_artifact(a.name, a.data, a.media_type, seed=a.seed, meta=a.meta, job_id=job_id,
                                 submission_id=job.submission_id) for a in ctx.artifacts)
-        s.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
-        job.state, job.error, job.seconds, job.finished_at = state, error, seconds, utcnow()
+        if not keep_checkpoints:
+            s.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+        job.state, job.error, job.seconds, job.finished_at = state, error, seconds, db_now(s)
         job.result = ctx.summary or None
         job.claim, job.heartbeat_at, job.progress = None, None, None
         return True
@@ -217,7 +278,7 @@ def _release(job_id: int, token: str, url: str | None) -> bool:
         job = _locked(s, job_id)
         if job is None or job.claim != token:
             return False
-        job.state, job.queued_at, job.error = "queued", utcnow(), None
+        job.state, job.queued_at, job.error = "queued", db_now(s), None
         job.claim, job.heartbeat_at, job.progress = None, None, None
         job.attempts = max(0, job.attempts - 1)
         return True
@@ -229,7 +290,7 @@ def mark_failed(job_id: int, error: str, url: str | None = None) -> None:
         with session_scope(url) as s:
             job = _locked(s, job_id)
             if job is not None and job.state not in FINAL_STATES:
-                job.state, job.error, job.finished_at = "failed", error, utcnow()
+                job.state, job.error, job.finished_at = "failed", error, db_now(s)
                 job.claim, job.heartbeat_at, job.progress = None, None, None
     except Exception:
         log.exception("job %d: could not record its failure", job_id)
@@ -251,22 +312,26 @@ def _run_task(run, ctxs: list[JobContext]) -> str | None:
         return traceback.format_exc(limit=8)
 
 
-def _commit(job_id: int, ctx: JobContext, token: str, error: str | None, seconds: float, url: str) -> str | None:
+def _commit(job_id: int, ctx: JobContext, token: str, error: str | None, seconds: float, url: str,
+            keep_checkpoints: bool = False) -> str | None:
     """Write one job's outcome by its claim: the state written, or None when the claim was lost."""
     state = "failed" if error is not None else ctx.state
     if state == "failed":
         ctx.metrics.clear()
         ctx.artifacts.clear()
-    wrote = with_retries(lambda: _finish(job_id, ctx, token, state, error, seconds, url), what=f"job {job_id}: commit")
+    wrote = with_retries(lambda: _finish(job_id, ctx, token, state, error, seconds, url, keep_checkpoints),
+                         what=f"job {job_id}: commit")
     return state if wrote else None
 
 
 def execute_job(job_id: int, worker: str | None = None, url: str | None = None,
-                released: list[int] | None = None) -> str | None:
+                released: list[int] | None = None, on_stall=None) -> str | None:
     """Claim, run and commit one job, packed with queued jobs of its shape where its kind allows (``packing``).
     Returns the final state written for ``job_id``, ``RELEASED`` when it was handed back after a stop request,
     or None when nothing was done (final already, held by a live worker, lease lost). ``released`` (a list)
-    gets the ids of every job handed back (a pack hands all its jobs back): publish them again."""
+    gets the ids of every job handed back (a pack hands all its jobs back): publish them again. ``on_stall(ids)``
+    (a worker's; None in embedded mode: a stall is only logged): called from the heartbeat thread once the jobs
+    stalled, or overran their time limit, with the ids re-queued; it must publish them and end this process."""
     from .checkpoints import Checkpoints
     from .config import database_url
     from .packing import Unsaved, claim_packmates, run_packed
@@ -292,12 +357,16 @@ def execute_job(job_id: int, worker: str | None = None, url: str | None = None,
             ctx.log("resuming from its checkpoint")
     for c in ctxs.values():
         c.checkpoints = ckpt
-    beat = Heartbeat({i: c.token for i, c in claims.items()}, lease_s, ckpt, url)
+    ckpt.limit(claim.time_limit_s)
+    beat = Heartbeat({i: c.token for i, c in claims.items()}, lease_s, ckpt, url, worker, on_stall)
     beat.start()
     t0 = time.perf_counter()
     try:
         error = _run_task(run, list(ctxs.values()))
     except Interrupted as exc:
+        if ckpt.over_time():
+            beat.stop()
+            return _over_time(job_id, claims, ctxs, ckpt, time.perf_counter() - t0, url)
         ctx.log(f"{exc}; checkpoint saved, handing the job back" if len(claims) == 1 else
                 f"{exc}; handing back the {len(claims)} jobs of its pack")
         beat.stop()
@@ -312,5 +381,16 @@ def execute_job(job_id: int, worker: str | None = None, url: str | None = None,
         return None
     beat.stop()
     seconds = time.perf_counter() - t0
+    for c in ctxs.values():
+        c.summary = {**(c.summary or {}), **ckpt.notes}
     states = {i: _commit(i, ctxs[i], c.token, error, seconds, url) for i, c in claims.items()}
+    return states[job_id]
+
+
+def _over_time(job_id: int, claims: dict, ctxs: dict, ckpt, seconds: float, url: str) -> str | None:
+    """Jobs stopped at their time limit: ``failed`` with the reason, their checkpoints kept (a retry resumes)."""
+    saved = "checkpoint kept: `l335q retry` resumes it" if len(claims) == 1 else f"in a pack of {len(claims)}: not saved"
+    error = f"time limit {ckpt.limit_s:g} s exceeded at {where(ckpt.progress)} ({saved})"
+    ctxs[job_id].log(error)
+    states = {i: _commit(i, ctxs[i], c.token, error, seconds, url, keep_checkpoints=True) for i, c in claims.items()}
     return states[job_id]

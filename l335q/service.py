@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from sqlalchemy import func, or_, select, text
 
 from .config import broker_url, queued_grace_seconds
-from .db import FINAL_STATES, Job, ensure_schema, get_submission, session_scope, utcnow
+from .db import FINAL_STATES, Job, db_now, ensure_schema, get_submission, session_scope
 from .status import last_line
 from .runner import execute_job, lease_expired, worker_lost
 
@@ -95,7 +95,7 @@ def cancel(submission_id: int, url: str | None = None) -> int:
         jobs = list(s.scalars(select(Job).where(Job.submission_id == submission_id, Job.state == "queued")
                               .with_for_update()))
         for j in jobs:
-            j.state, j.finished_at = "cancelled", utcnow()
+            j.state, j.finished_at = "cancelled", db_now(s)
         return len(jobs)
 
 
@@ -104,9 +104,9 @@ def retry(submission_id: int, queue: str = QUEUE, include_running: bool = False,
     """Queue a submission's failed, diverged, cancelled and waiting jobs again (``include_running``: also
     running jobs whose lease expired) with fresh attempts, and dispatch them; returns their ids."""
     states = ["failed", "diverged", "cancelled", "queued"] + (["running"] if include_running else [])
-    now = utcnow()
     with session_scope(url) as s:
         get_submission(s, submission_id)
+        now = db_now(s)
         jobs = [j for j in s.scalars(select(Job).where(Job.submission_id == submission_id, Job.state.in_(states))
                                      .order_by(Job.id).with_for_update())
                 if j.state != "running" or lease_expired(j, now)]
@@ -188,7 +188,7 @@ def reap(url: str | None = None, grace_s: float | None = None) -> Reaped:
         if not _lock(s):
             out.skipped = True
             return out
-        now = utcnow()
+        now = db_now(s)
         for job in s.scalars(select(Job).where(Job.state == "running").with_for_update(skip_locked=True)):
             if lease_expired(job, now):
                 (out.failed if worker_lost(job, now) == "failed" else out.requeued).append(job.id)

@@ -20,10 +20,11 @@ import yaml
 from . import UserError
 
 REQUIRED = object()
-COMMON_KEYS = ("task", "title", "seeds", "seed_group", "max_attempts")
+COMMON_KEYS = ("task", "title", "seeds", "seed_group", "max_attempts", "time_limit")
 MAX_JOBS = 100_000
 MAX_SEEDS = 100_000
 MAX_ATTEMPTS = 100
+MAX_TIME_LIMIT_S = 30 * 24 * 3600
 
 
 class SpecError(UserError):
@@ -132,6 +133,7 @@ class Expanded:
     jobs: list[dict] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)   # value -> path, for keys with file=True
     max_attempts: int | None = None   # worker losses a job survives (None: the worker's setting)
+    time_limit_s: float | None = None  # seconds a job may run (None: the worker's L335Q_TIME_LIMIT_S, if any)
 
 
 def load_spec_file(path: str | Path) -> dict:
@@ -177,6 +179,11 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
     if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int)
                                  or not 1 <= attempts <= MAX_ATTEMPTS):
         raise SpecError(f"spec key 'max_attempts': expected an integer from 1 to {MAX_ATTEMPTS}, got {attempts!r}")
+    limit = raw.get("time_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                              or not 0 < limit <= MAX_TIME_LIMIT_S):
+        raise SpecError(f"spec key 'time_limit': expected seconds, more than 0 and at most {MAX_TIME_LIMIT_S:,} "
+                        f"(30 days), got {limit!r}")
 
     axes: dict[str, list] = {}
     files: dict[str, Path] = {}
@@ -215,8 +222,10 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
             jobs.append({**params, "seeds": list(g)})
     spec = {"task": raw["task"], **({"title": title} if title else {}), "seeds": seeds,
             **({"max_attempts": attempts} if attempts is not None else {}),
+            **({"time_limit": limit} if limit is not None else {}),
             **{k: (v if isinstance(raw.get(k, schema.keys[k].default), list) else v[0]) for k, v in axes.items()}}
-    return Expanded(task=raw["task"], title=title, spec=spec, jobs=jobs, files=files, max_attempts=attempts)
+    return Expanded(task=raw["task"], title=title, spec=spec, jobs=jobs, files=files, max_attempts=attempts,
+                    time_limit_s=None if limit is None else float(limit))
 
 
 def check_sample(name: str, value: str) -> None:

@@ -88,9 +88,13 @@ def read(url: str, submission_id: int | None, limit: int) -> list[SubmissionStat
 
 def _job_lines(cur, ph: str, sub_id: int) -> list[str]:
     """Each failed job's error; each running job's worker, progress and lease age."""
+    if ph == "%s":                 # PostgreSQL: the lease's age on the database's clock (l335q.db.db_now)
+        cur.execute("SELECT timezone('utc', clock_timestamp())")
+        now = cur.fetchone()[0]
+    else:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
     cur.execute("SELECT id, state, error, progress, heartbeat_at, worker, lease_s, attempts FROM jobs "
                 f"WHERE submission_id = {ph} AND state IN ('failed', 'running') ORDER BY id", (sub_id,))
-    now = datetime.now(timezone.utc).replace(tzinfo=None)      # the database holds naive UTC (l335q.db.utcnow)
     lines = []
     for job_id, state, error, progress, heartbeat_at, worker, lease_s, attempts in cur.fetchall():
         if state == "failed":

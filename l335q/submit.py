@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from .db import Job, Submission, make_artifact, session_scope, utcnow
+from .db import Job, Submission, db_now, make_artifact, session_scope
 from .specs import Expanded, expand
 from .tasks import get_kind
 
@@ -46,10 +46,10 @@ def create_submission(raw: dict, base_dir: Path | None = None, url: str | None =
             s.add(make_artifact(f"input:{Path(value).name}", data, "application/octet-stream",
                                 submission_id=sub.id, meta={"source": value}))
         s.flush()
-        now = utcnow()
+        now = db_now(s)
         rows = [{"submission_id": sub.id, "task": exp.task, "params": {k: swap(v) for k, v in p.items()},
                  "state": "queued", "attempts": 0, "created_at": now, "queue": queue, "queued_at": now,
-                 "max_attempts": exp.max_attempts} for p in exp.jobs]
+                 "max_attempts": exp.max_attempts, "time_limit_s": exp.time_limit_s} for p in exp.jobs]
         jobs = Job.__table__
         return sub.id, list(s.scalars(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows))
 

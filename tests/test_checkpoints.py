@@ -67,6 +67,7 @@ def test_a_field_job_resumed_where_more_seeds_fit_keeps_its_stages(monkeypatch):
     where 2 of its 3 seeds fit at once resumes, on a worker where all 3 fit, in the stages it saved (2 + 1), and
     ends with the numbers of the job run without a stop."""
     import l335q.fields.engine as engine
+    import l335q.fields.memory as memory
 
     monkeypatch.setenv("L335Q_LEASE_S", "0.3")
     monkeypatch.setenv("L335Q_CHECKPOINT_S", "3600")
@@ -74,7 +75,7 @@ def test_a_field_job_resumed_where_more_seeds_fit_keeps_its_stages(monkeypatch):
     assert execute_job(plain) == "done"
     _, (job_id,) = create_submission(FIELD)
     with monkeypatch.context() as small:                 # the first worker: room for 2 seeds of this fit
-        small.setattr(engine, "CPU_BUDGET_BYTES", 2.5 * engine.bytes_per_seed(
+        small.setattr(memory, "CPU_BUDGET_BYTES", 2.5 * engine.bytes_per_seed(
             engine.FieldConfig(depth=3, width=24, steps=1), 12 * 12, 2))
         run_until_stopped(job_id, 150, 0)
     with session_scope() as s:

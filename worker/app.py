@@ -7,6 +7,8 @@ nothing. What a worker adds to Celery:
     jobs of lost workers are re-queued, jobs whose message a flushed broker lost are published again;
   * a warm shutdown (SIGTERM) that reaches the running jobs: each pool process saves a checkpoint and hands
     its job back, and the job is published again for another worker;
+  * a stall watchdog (``runner.Heartbeat``): a pool process whose job stalled publishes it again and kills
+    itself (``_stalled``); Celery starts a new pool process;
   * a warning at start when Redis may evict keys (``maxmemory-policy``), which would lose messages.
 Acks are late; a pool process that dies is not redelivered by Celery (no reject-on-worker-lost loop for a job
 that kills its process): its lease expires and the reaper re-queues it, up to ``max_attempts``.
@@ -55,10 +57,25 @@ def run_job(self, job_id: int) -> str | None:
     stopping worker (the job, or every job of its pack) are published again for another one. Whatever escapes
     (the database away for longer than the retries) leaves the jobs to their leases and the reaper."""
     released: list[int] = []
-    state = execute_job(int(job_id), worker=self.request.hostname, released=released)
+    queue = self.request.delivery_info.get("routing_key") or QUEUE
+    state = execute_job(int(job_id), worker=self.request.hostname, released=released, on_stall=_stalled(queue))
     if released:
-        enqueue(released, self.request.delivery_info.get("routing_key") or QUEUE)
+        enqueue(released, queue)
     return state
+
+
+def _stalled(queue: str):
+    """What a pool process does when its job stalled (``runner.Heartbeat``): publish the re-queued jobs again
+    (if that fails, the reaper does it after ``L335Q_QUEUED_GRACE_S``), then end this pool process, whose main
+    thread is stuck; Celery's main process starts a fresh one and the worker goes on."""
+    def on_stall(requeued: list[int]) -> None:
+        try:
+            if requeued:
+                enqueue(requeued, queue)
+        finally:
+            log.error("pool process %d: its job stalled; killing it (the worker starts a new one)", os.getpid())
+            os.kill(os.getpid(), signal.SIGKILL)
+    return on_stall
 
 
 # ----------------------------------------------------------------------------- pool processes

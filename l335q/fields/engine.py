@@ -24,12 +24,11 @@ from ..checkpoints import NO_CHECKPOINTS, Interrupted
 from ..graphs import Steps, make_capturable
 from ..optim import MOMENTUM, OPTIMIZERS, make_optimizer
 from .encodings import frequency_matrix
+from .memory import CPU_SOLO_WORK, bytes_per_seed, out_of_memory, release, seed_chunk  # noqa: F401  (the engine's interface)
 from .models import Field
 from .names import ACTIVATIONS, ENCODINGS, INITIALISERS, LOSSES, OUTPUTS, PRECISIONS
 from .pixels import Pixels, psnr, seed_psnr  # noqa: F401  (psnr: part of the engine's interface)
 
-CPU_BUDGET_BYTES = 3 * 2**30      # working memory assumed on a CPU device
-CPU_SOLO_WORK = 2**24             # pixels x width² of one seed from which a CPU fits seeds one by one (seed_chunk)
 CHECK_EVERY = 50                  # steps between looks at the checkpoint clock and the stop flag
 
 
@@ -86,37 +85,6 @@ def per_seed_loss(cfg: FieldConfig, pred: torch.Tensor, target: torch.Tensor, we
     else:
         err = F.huber_loss(pred, target, reduction="none", delta=cfg.huber_delta)
     return err.flatten(1).mean(1) if weight is None else (err.mean(2) * weight).sum(1)
-
-
-# ----------------------------------------------------------------------------- memory: how many seeds at once
-
-def bytes_per_seed(cfg: FieldConfig, pixels: int, in_dim: int) -> int:
-    """Rough peak bytes one seed needs per step: activations kept for backward + parameters and their state."""
-    acts = pixels * (3 * in_dim + 3 * cfg.width * max(cfg.depth - 1, 0) + 12)
-    params = in_dim * cfg.width + cfg.width * cfg.width * max(cfg.depth - 2, 0) + 3 * cfg.width
-    return 4 * (acts + 5 * params)
-
-
-def seed_chunk(cfg: FieldConfig, n_seeds: int, pixels: int, device: str, in_dim: int,
-               requested: int | None = None) -> int:
-    """Seeds per batched model: ``requested``, by default all of them, but on a CPU one when a seed's own matmuls
-    keep the cores busy (pixels x width² >= ``CPU_SOLO_WORK``; research/cpu_seed_batching.md: batched, such fits
-    ran 1.2-1.3x slower on 2 threads); never more than fit in memory. The numbers are the same either way; the
-    rule reads no thread count, so a job resumed on another worker splits its seeds as before."""
-    if requested is None:
-        solo = not str(device).startswith("cuda") and pixels * cfg.width ** 2 >= CPU_SOLO_WORK
-        requested = 1 if solo else n_seeds
-    if str(device).startswith("cuda"):
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        budget = 0.7 * free
-    else:
-        budget = CPU_BUDGET_BYTES
-    per = bytes_per_seed(cfg, pixels, in_dim)
-    fit = int(budget // per)
-    if fit < 1:
-        raise UserError(f"one seed needs about {per / 2**30:.1f} GiB per step, more than the {budget / 2**30:.1f} GiB "
-                        f"available on {device}: use batch_pixels, a smaller resolution or a smaller network")
-    return max(1, min(requested, n_seeds, fit))
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -342,6 +310,8 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     ckpt: a job's ``Checkpoints`` (each chunk is a stage: resumed from, saved every ``L335Q_CHECKPOINT_S`` and
     on a stop request, checked every ``CHECK_EVERY`` steps; the chunk is the job's plan, ``Checkpoints.plan``: a
     resumed fit keeps its first run's chunk, which follows the device, so that its stages are the saved ones).
+    A chunk that runs out of memory (``out_of_memory``) starts the fit again with half as many seeds at once, down
+    to one (noted in the job's summary, ``Watch.note``): the same numbers, as batched seeds train as alone.
     """
     cfg.check()
     if fast not in (False, True):
@@ -355,23 +325,35 @@ def fit_pixels(coords, rgb, cfg: FieldConfig, seeds: list[int], device: str = "c
     log_every = max(1, log_every or cfg.steps // 50)
     in_dim = 2 if cfg.encoding == "none" else 2 * frequency_matrix(cfg.encoding, [0], cfg.features, cfg.sigma).shape[-1]
     pixels = min(cfg.batch_pixels or pix.n, pix.n)
+    mark = ckpt.mark()
     chunk = ckpt.plan("chunk", seed_chunk(cfg, len(seeds), pixels, device, in_dim, chunk))   # resumed: the saved run's
     fast = fast if pixels == pix.n and until is None else False      # the fast path takes full-batch fits only
     t0 = time.perf_counter()
-    fields, train, scores, curves, bad, steps, run = [], [], {k: [] for k in evals}, [], [], [], []
-    for i in range(0, len(seeds), chunk):
-        j = min(i + chunk, len(seeds))
-        model, sampled, curve, tr, sc, bd, last = _fit_chunk(
-            pix.members(i, j), cfg, seeds[i:j], None if sigmas is None else sigmas[i:j], device,
-            {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until, i, fast)
-        fields.append(model)
-        train.append(tr)
-        curves.append(curve)
-        bad.append(bd)
-        run += last
-        steps = sampled if len(sampled) > len(steps) else steps
-        for k in evals:
-            scores[k].append(sc[k])
+    while True:                  # out of memory: the whole fit again with half the seeds at once, down to one
+        fields, train, scores, curves, bad, steps, run = [], [], {k: [] for k in evals}, [], [], [], []
+        try:
+            for i in range(0, len(seeds), chunk):
+                j = min(i + chunk, len(seeds))
+                model, sampled, curve, tr, sc, bd, last = _fit_chunk(
+                    pix.members(i, j), cfg, seeds[i:j], None if sigmas is None else sigmas[i:j], device,
+                    {k: e.members(i, j) for k, e in evals.items()}, log_every, on_step, ckpt, until, i, fast)
+                fields.append(model)
+                train.append(tr)
+                curves.append(curve)
+                bad.append(bd)
+                run += last
+                steps = sampled if len(sampled) > len(steps) else steps
+                for k in evals:
+                    scores[k].append(sc[k])
+            break
+        except (RuntimeError, MemoryError) as exc:
+            if chunk == 1 or not out_of_memory(exc):
+                raise
+            fields = model = exc = None
+            release(device)
+            ckpt.note("out_of_memory", f"{chunk} seeds at once ran out of memory on {device}: split to {chunk // 2}")
+            ckpt.rewind(mark)                          # its stages (saved ones too) are the bigger chunk's
+            chunk = ckpt.plan("chunk", chunk // 2, replace=True)
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     bad = torch.cat(bad).tolist()
