@@ -1,20 +1,22 @@
 # Quick start: `make demo` (the main job, embedded mode) and `make test` (the test suite).
 # Both create .venv on first use (PyTorch + this package) and fetch Fashion-MNIST from Debian's package.
+# `make container-test`: the image built with podman and run against this machine's PostgreSQL and Redis.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test install data clean
+.PHONY: demo test install data clean container-image container-test
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# PyTorch's version is pinned in requirements-torch.txt only (the image installs from it too).
+$(VENV)/.installed: pyproject.toml requirements-torch.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -r requirements-torch.txt
+	$(PY) -m pip install -q -e '.[test]' -c requirements-torch.txt
 	touch $@
 
 # Debian's package puts the four original files in /usr/share/datasets/fashion-mnist/; without it (not
@@ -33,6 +35,13 @@ demo: install data
 
 test: install data
 	$(PY) -m pytest -q
+
+# The image (podman, no registry needed: containers/build.sh), and its smoke test (containers/smoke.sh).
+container-image:
+	bash containers/build.sh
+
+container-test:
+	bash containers/smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

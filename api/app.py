@@ -46,7 +46,7 @@ from l335q.tasks import KINDS
 
 from . import errors, models
 from .auth import configured_token, require_token, wants_html
-from .errors import ServiceUnavailable
+from .errors import ServiceUnavailable, read_capped
 
 log = logging.getLogger("l335q.api")
 MAX_SPEC_BYTES = 1024 * 1024
@@ -111,8 +111,6 @@ def health():
 
 
 def _parse_spec(body: bytes, content_type: str) -> dict:
-    if len(body) > MAX_SPEC_BYTES:
-        raise HTTPException(413, f"spec larger than {MAX_SPEC_BYTES} bytes")
     try:
         text = body.decode()
         raw = json.loads(text) if "json" in content_type else yaml.safe_load(text)
@@ -161,13 +159,35 @@ def _spec_schema() -> dict:
 
 
 @app.post("/submissions", status_code=201, dependencies=guarded, response_model=models.Submitted,
-          responses={413: {"model": models.ErrorBody}},
+          responses={200: {"model": models.Planned, "description": "dry_run=true: the plan, nothing written"},
+                     413: {"model": models.ErrorBody}},
           openapi_extra={"requestBody": {"required": True, "content": {
               "application/json": {"schema": _spec_schema()},
               "application/yaml": {"schema": {"type": "string", "description": "the spec as YAML"}}}}})
-async def submit(request: Request, queue: str | None = QueueName):
-    raw = _parse_spec(await request.body(), request.headers.get("content-type", ""))
+async def submit(request: Request, queue: str | None = QueueName,
+                 dry_run: bool = Query(False, description="write nothing; answer 200 with the plan: jobs, seeds, "
+                                       "reused, to_run, estimated_seconds (l335q.plan)")):
+    raw = _parse_spec(await read_capped(request, MAX_SPEC_BYTES, "spec"), request.headers.get("content-type", ""))
+    if dry_run:
+        return JSONResponse(await run_in_threadpool(_plan, raw))
     return await run_in_threadpool(_store_and_start, raw, queue or default_queue())
+
+
+def _plan(raw: dict) -> dict:
+    from l335q.plan import plan
+
+    try:
+        refuse_server_paths(raw)
+        expand(raw)
+    except UserError as exc:
+        raise SpecError(str(exc)) from None
+    try:
+        ensure_schema()
+        return plan(raw).as_json()
+    except SpecError:
+        raise
+    except UserError as exc:
+        raise ServiceUnavailable(str(exc)) from None
 
 
 def _store_and_start(raw: dict, queue: str) -> dict:
@@ -281,7 +301,7 @@ def submission_artifacts(submission_id: int = SubmissionId, job: int | None = Op
 # ----------------------------------------------------------------------------- results, figures, reports
 
 def _table_json(task: str | None, submission: int | None) -> Response:
-    from l335q.results import load, render
+    from l335q.results import load, render, table_of
     from l335q.tasks import get_kind
 
     with session_scope() as s:
@@ -291,7 +311,7 @@ def _table_json(task: str | None, submission: int | None) -> Response:
         kind = get_kind(task, "task")
         if submission is None and s.scalar(select(Submission.id).where(Submission.task == task).limit(1)) is None:
             raise HTTPException(404, f"no submission of task {task!r} in the database yet")
-        table = kind.results(load(s, submission, task))
+        table = table_of(kind, load(s, submission, task))
         return Response(render(table, "json"), media_type="application/json")
 
 

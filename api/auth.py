@@ -1,8 +1,9 @@
 """Token auth of the API and its web pages: a bearer header, or a cookie set by the login form.
 
 The token (``L335Q_API_TOKEN``) never travels in a URL: the login form POSTs it, the server answers with an
-HttpOnly, SameSite=Strict cookie. A POST authenticated by the cookie must come from this site's own pages
-(its Origin header, when the browser sends one, names this host).
+HttpOnly, SameSite=Strict cookie. A POST authenticated by the cookie must come from this site's own pages:
+a browser that says ``Sec-Fetch-Site: cross-site`` (or ``same-site``: another port or subdomain) is refused, and
+the Origin header (or, without one, the Referer) must name this host when the browser sends one.
 """
 from __future__ import annotations
 
@@ -35,11 +36,18 @@ def require_token(request: Request, header: HTTPAuthorizationCredentials | None 
     if header is not None and header.scheme.lower() == "bearer" and token_ok(header.credentials):
         return
     if login is not None and token_ok(login):
-        origin = request.headers.get("origin")
-        if request.method == "POST" and origin and urlsplit(origin).netloc != request.headers.get("host"):
+        if request.method == "POST" and not from_this_site(request):
             raise HTTPException(403, "a form of another site cannot act with this site's login cookie")
         return
     raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def from_this_site(request: Request) -> bool:
+    """A browser's request from this site's own pages (the CSRF check of cookie-authenticated POSTs)."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    return not origin or urlsplit(origin).netloc == request.headers.get("host")
 
 
 def wants_html(request: Request) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
@@ -22,6 +22,20 @@ from .auth import wants_html
 
 log = logging.getLogger("l335q.api")
 _HANDLERS: list = []
+
+
+async def read_capped(request: Request, limit: int, what: str) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes: a huge body is never held whole."""
+    too_big = HTTPException(413, f"{what} larger than {limit:,} bytes")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
 
 
 def _handler(exc_type):

@@ -26,6 +26,19 @@ class Submitted(BaseModel):
     note: str | None = None
 
 
+class Planned(BaseModel):
+    """What a spec would run (``dry_run=true``): nothing is written."""
+    jobs: int
+    seeds: int
+    reused: int = Field(description="seeds an earlier submission already measured (l335q.reuse)")
+    to_run: int = Field(description="seeds that would be computed")
+    jobs_to_run: int
+    estimated_seconds: float | None = Field(description="work time from comparable finished jobs; null: none ran")
+    per_workers: dict[str, float] = Field(description="wall time on 1, 2, 4 and 8 workers")
+    unestimated_jobs: int
+    basis: str
+
+
 class RunningJob(BaseModel):
     job: int
     worker: str | None = None

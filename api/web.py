@@ -19,6 +19,7 @@ from l335q.db import Submission, session_scope
 from l335q.report import progress, render
 
 from .auth import COOKIE, configured_token, require_token, safe_next, token_ok
+from .errors import read_capped
 
 router = APIRouter(include_in_schema=False)
 MAX_FORM_BYTES = 4096
@@ -56,8 +57,7 @@ def login_form(next: str = Query("/", max_length=2000)):
 
 @router.post("/login")
 async def login(request: Request):
-    body = await request.body()
-    form = parse_qs(body[:MAX_FORM_BYTES].decode(errors="replace"))
+    form = parse_qs((await read_capped(request, MAX_FORM_BYTES, "login form")).decode(errors="replace"))
     token, next_path = form.get("token", [""])[0], safe_next(form.get("next", ["/"])[0])
     if configured_token() is None:
         return RedirectResponse(next_path, status_code=303)

@@ -34,11 +34,12 @@ from l335q.db import Checkpoint, Job, Metric, session_scope, utcnow
 LEASE_S = 4.0
 FAST = {"L335Q_LEASE_S": str(LEASE_S), "L335Q_REAP_S": "0.5", "L335Q_QUEUED_GRACE_S": "2",
         "L335Q_CHECKPOINT_S": "0.3", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-# 40 small field jobs (about a second each on one CPU thread): 2 initialisers x 20 seeds, one seed per job
+# 40 small field jobs (about a second each on one CPU thread): 2 initialisers x 20 seeds, one seed per job;
+# fresh: every scenario computes its batch (no reuse of an earlier scenario's results, l335q.reuse)
 BATCH = {"task": "inr-init", "image": "sample:camera", "resolution": 10, "steps": 400, "depth": 3, "width": 32,
-         "initialiser": ["default", "xavier-normal"], "seeds": "0-19", "seed_group": 1, "device": "cpu"}
+         "initialiser": ["default", "xavier-normal"], "seeds": "0-19", "seed_group": 1, "device": "cpu", "fresh": True}
 LONG_CLS = {"task": "cls-compare", "seeds": [0], "epochs": 3, "train_subset": 2000, "test_subset": 500,
-            "batch_size": 50, "device": "cpu"}
+            "batch_size": 50, "device": "cpu", "fresh": True}
 
 
 @dataclass
@@ -56,8 +57,8 @@ class Row:
 class Cluster:
     """Worker processes on one queue (and optionally a Redis database of their own), logs in ``logdir``."""
 
-    def __init__(self, logdir: Path, redis_db: int | None = None, **env):
-        broker = os.environ["L335Q_BROKER_URL"]
+    def __init__(self, logdir: Path, redis_db: int | None = None, broker: str | None = None, **env):
+        broker = broker or os.environ["L335Q_BROKER_URL"]
         if redis_db is not None:
             broker = broker.rsplit("/", 1)[0] + f"/{redis_db}"
         self.queue = f"l335q-fault-{uuid.uuid4().hex[:8]}"

@@ -26,7 +26,7 @@ import time
 def inr_init_spec(args, seeds: str) -> dict:
     return {"task": "inr-init", "image": "sample:astronaut", "resolution": args.resolution, "steps": args.steps,
             "depth": args.depth, "width": args.width, "initialiser": "default", "output": "relu",
-            "seeds": seeds, "seed_group": 1, "device": args.device}
+            "seeds": seeds, "seed_group": 1, "device": args.device, "fresh": True}   # packed and alone: both computed
 
 
 def engine_mode(args) -> dict:

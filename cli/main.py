@@ -7,6 +7,7 @@ User errors print one line ``error: ...`` and exit 2.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -57,12 +58,29 @@ def _progress(total: int, label: str):
 @click.option("--wait", "wait_", is_flag=True, help="Show progress until every job is final (service mode); "
               "exit 1 if any job failed or diverged.")
 @click.option("--queue", default="l335q", show_default=True, help="Celery queue (service mode).")
-def submit(spec, wait_, queue):
-    """Validate SPEC (YAML), store the submission and its jobs, and run or enqueue them."""
+@click.option("--fresh", is_flag=True, help="Recompute every seed (by default seeds already measured with the "
+              "same params, inputs and engine version are reused).")
+@click.option("--dry-run", is_flag=True, help="Write nothing; print the plan: jobs, seeds reused and to run, and "
+              "an estimate of the time.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output of --dry-run.")
+def submit(spec, wait_, queue, fresh, dry_run, fmt):
+    """Validate SPEC (YAML), store the submission and its jobs, and run or enqueue them. Seeds measured before
+    under the same result key are not run again (their rows are copied); see --fresh and --dry-run."""
     from l335q import service
     from l335q.specs import load_spec_file
 
     raw = load_spec_file(spec)
+    if fresh:
+        raw["fresh"] = True
+    if dry_run:
+        from l335q.db import ensure_schema
+        from l335q.plan import plan
+
+        ensure_schema()
+        found = plan(raw, Path(spec).parent)
+        click.echo(json.dumps(found.as_json()) if fmt == "json" else found.text())
+        return
     if not service.service_mode():
         sub_id = _run_embedded(raw, Path(spec).parent)
         click.echo(sub_id)
@@ -70,9 +88,10 @@ def submit(spec, wait_, queue):
         return
     sub = service.submit(raw, Path(spec).parent, queue)
     click.echo(sub.id)
-    click.echo(f"submission {sub.id}: {len(sub.job_ids)} jobs queued on {queue!r}", err=True)
+    reused = f" ({len(sub.reused_ids)} done at once from earlier results)" if sub.reused_ids else ""
+    click.echo(f"submission {sub.id}: {len(sub.job_ids)} jobs queued on {queue!r}{reused}", err=True)
     if wait_:
-        _wait(sub.id, len(sub.job_ids))
+        _wait(sub.id, len(sub.job_ids) + len(sub.reused_ids))
         _exit_on_failures(sub.id)
 
 
@@ -81,7 +100,7 @@ def _run_embedded(raw: dict, base_dir: Path | None) -> int:
     from l335q import service
 
     def run_here(job_ids):
-        click.echo(f"{len(job_ids)} jobs, running in-process (embedded mode)", err=True)
+        click.echo(f"{len(job_ids)} jobs to run, running in-process (embedded mode)", err=True)
         with _progress(len(job_ids), "jobs") as bar:
             service.run_embedded(job_ids, on_job=lambda *_: bar.update(1))
 
@@ -116,7 +135,7 @@ def demo(out):
     """Run the main study on embedded defaults and print its tables (about 5 minutes on an idle 2-core CPU)."""
     from l335q.config import broker_url
     from l335q.db import session_scope
-    from l335q.results import load, render
+    from l335q.results import load, render, table_of
     from l335q.tasks import get_kind
 
     if broker_url():
@@ -126,7 +145,7 @@ def demo(out):
         kind = get_kind(raw["task"])
         with session_scope() as s:
             data = load(s, sub_id, None)
-            click.echo(render(kind.results(data)))
+            click.echo(render(table_of(kind, data)))
             figure = Path(out) / f"{raw['task']}.png"
             kind.plot(data, figure)
         click.echo(f"figure: {figure}\n")
@@ -172,15 +191,17 @@ def status(submission_id, limit):
 @click.option("--submission", "submission_id", type=int, help="Submission id (default: the latest of that task).")
 @click.option("--table", "fmt", flag_value="table", default=True, help="A text table (default).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), help="Output format.")
-def results(task, submission_id, fmt):
+@click.option("--merge", is_flag=True, help="One table over every submission of the task with the same title as "
+              "this one (a study grown over several submissions), each cell's seed counted once.")
+def results(task, submission_id, fmt, merge):
     """Results of a submission as a table, CSV or JSON."""
     from l335q.db import session_scope
-    from l335q.results import load, render
+    from l335q.results import load, render, table_of
     from l335q.tasks import get_kind
 
     kind = get_kind(task, "--task")
     with session_scope() as s:
-        table = kind.results(load(s, submission_id, task))
+        table = table_of(kind, load(s, submission_id, task, merge=merge))
     click.echo(render(table, fmt or "table"))
 
 

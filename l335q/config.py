@@ -124,3 +124,25 @@ def fast_applies(mode: str, device) -> bool:
     if mode not in FAST_MODES.values():
         raise ValueError(f"fast mode {mode!r}: expected auto, on or off")
     return mode == "on" or (mode == "auto" and str(device).startswith("cuda"))
+
+
+def notify_url() -> str | None:
+    """``L335Q_NOTIFY_URL``: a webhook that gets one JSON POST when a submission's last job ends
+    (``l335q.notify``); unset: no notifications."""
+    return os.environ.get("L335Q_NOTIFY_URL") or None
+
+
+def web_url() -> str | None:
+    """``L335Q_WEB_URL``: the web view's address as its users reach it (``http://gpu-box:8000``), for links in
+    notifications."""
+    return os.environ.get("L335Q_WEB_URL") or None
+
+
+def notify_attempts() -> int:
+    """``L335Q_NOTIFY_ATTEMPTS``: tries of one notification before it is given up (default 10)."""
+    return max(1, int(_seconds("L335Q_NOTIFY_ATTEMPTS", 10)))
+
+
+def notify_retry_seconds() -> float:
+    """``L335Q_NOTIFY_RETRY_S``: the wait after a notification's first failed try, doubled after each (default 10)."""
+    return _seconds("L335Q_NOTIFY_RETRY_S", 10.0)

@@ -52,6 +52,12 @@ class Submission(Base):
     title: Mapped[str | None] = mapped_column(String(200))
     spec: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # the notification sent when its last job ends (l335q.notify): None (not yet), sending, retrying, sent, failed
+    notify_state: Mapped[str | None] = mapped_column(String(16))
+    notify_at: Mapped[datetime | None] = mapped_column(DateTime)      # the next try (or a claim's expiry)
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    notify_error: Mapped[str | None] = mapped_column(Text)
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime)
     jobs: Mapped[list["Job"]] = relationship(back_populates="submission", order_by="Job.id")
 
 
@@ -79,6 +85,7 @@ class Job(Base):
     max_attempts: Mapped[int | None] = mapped_column(Integer)       # None: the worker's setting
     time_limit_s: Mapped[float | None] = mapped_column(Float)       # None: the worker's L335Q_TIME_LIMIT_S
     progress: Mapped[dict | None] = mapped_column(JSON)             # {"done", "total", "unit"} while running
+    result_key: Mapped[str | None] = mapped_column(String(64), index=True)   # what decides its numbers (l335q.reuse)
     submission: Mapped[Submission] = relationship(back_populates="jobs")
     metrics: Mapped[list["Metric"]] = relationship(cascade="all, delete-orphan", order_by="Metric.id")
     artifacts: Mapped[list["Artifact"]] = relationship(cascade="all, delete-orphan", order_by="Artifact.id",

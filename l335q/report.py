@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session
 
 from . import __version__
 from .db import FINAL_STATES, JOB_STATES, Artifact, Job, Submission, db_now, get_submission
-from .results import SubmissionData, _fmt, load, named
-from .status import last_line
+from .results import SubmissionData, _fmt, load, named, table_of
+from .status import last_line, notification
 
 log = logging.getLogger("l335q.report")
 MAX_IMAGES = 240            # images shown per submission (a note says how many more are stored)
@@ -128,6 +128,7 @@ class View:
     notes: list[str]                # what could not be shown, and why
     images: list[dict]              # {"id", "job", "name", "seed", "caption", "data" (static only)}
     previous: int | None = None     # the submission of the same task kind before this one
+    notification: str | None = None  # whether its notification went out (l335q.notify)
 
 
 _FIGURES: OrderedDict = OrderedDict()     # (submission, jobs' states) -> PNG bytes, for pages that refresh
@@ -232,7 +233,7 @@ def view(session: Session, submission_id: int, static: bool = False) -> View:
     kind = get_kind(sub.task)
     table = figure = None
     try:
-        t = kind.results(data)       # every key of the JSON rows is a column (the table's own ones first)
+        t = table_of(kind, data)     # every key of the JSON rows is a column (the table's own ones first)
         table = {**t.as_json(), "columns": list(dict.fromkeys(t.columns + [k for r in t.rows for k in r]))}
     except Exception as exc:                 # a page must still show the jobs and their errors
         log.exception("submission %d: no table", sub.id)
@@ -250,7 +251,8 @@ def view(session: Session, submission_id: int, static: bool = False) -> View:
     previous = session.scalar(select(func.max(Submission.id)).where(Submission.task == sub.task, Submission.id < sub.id))
     return View(sub.id, sub.task, sub.title, sub.created_at.isoformat(timespec="seconds"), data.spec, prog, jobs,
                 [{"error": e, "jobs": ids} for e, ids in by_error.items()], varying, table, figure, notes,
-                _images(data, labels, static, notes), previous)
+                _images(data, labels, static, notes), previous,
+                notification(sub.notify_state, sub.notify_attempts, sub.notify_error, sub.notified_at))
 
 
 def compare(views: list[View]) -> dict | None:

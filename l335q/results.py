@@ -27,8 +27,9 @@ class MetricStore:
     of a name runs one SELECT for that name over every job of the submission; later calls read the cache.
     A table that needs only final values never reads the loss curves (tens of rows per job)."""
 
-    def __init__(self, session: Session, submission_id: int):
-        self.session, self.submission_id = session, submission_id
+    def __init__(self, session: Session, submission_ids: int | list[int]):
+        self.session = session
+        self.submission_ids = submission_ids if isinstance(submission_ids, list) else [submission_ids]
         self.by_name: dict[str, dict[int, list[tuple[int | None, int | None, float | None]]]] = {}
 
     def rows(self, job_id: int, name: str) -> list[tuple[int | None, int | None, float | None]]:
@@ -36,7 +37,7 @@ class MetricStore:
         if name not in self.by_name:
             by_job: dict[int, list] = defaultdict(list)
             q = (select(Metric.job_id, Metric.seed, Metric.step, Metric.value).join(Job, Job.id == Metric.job_id)
-                 .where(Job.submission_id == self.submission_id, Metric.name == name)
+                 .where(Job.submission_id.in_(self.submission_ids), Metric.name == name)
                  .order_by(Metric.job_id, Metric.id))
             for job, seed, step, value in self.session.connection().execute(q):
                 by_job[job].append((seed, step, value))
@@ -54,12 +55,15 @@ class JobData:
     result: dict | None
     # the job's metrics: read on demand from the database (``load``), or given as (seed, step, name, value) rows
     metrics: MetricStore | list[tuple[int | None, int | None, str, float | None]] = field(repr=False)
+    only: set[int] | None = None     # a merged view: the seeds this job stands for (the others came earlier)
 
     def rows(self, name: str) -> list[tuple[int | None, int | None, float | None]]:
         """(seed, step, value) of every ``name`` metric of this job, in the order they were written."""
         if isinstance(self.metrics, MetricStore):
-            return self.metrics.rows(self.id, name)
-        return [(seed, step, v) for seed, step, n, v in self.metrics if n == name]
+            rows = self.metrics.rows(self.id, name)
+        else:
+            rows = [(seed, step, v) for seed, step, n, v in self.metrics if n == name]
+        return rows if self.only is None else [r for r in rows if r[0] is None or r[0] in self.only]
 
     def final(self, name: str) -> dict[int, float | None]:
         """seed -> the value of ``name`` recorded without a step (or at the last step)."""
@@ -88,9 +92,10 @@ class SubmissionData:
     jobs: list[JobData]
     session: Session | None = None
     names: dict[str, str] = field(default_factory=dict)   # upload:<sha256> -> the name shown (input_names)
+    merged: list[int] = field(default_factory=list)      # the submissions a merged view reads (``load(merge=)``)
 
     def artifacts(self, job_id: int | None = None, name_prefix: str = "") -> list[Artifact]:
-        q = select(Artifact).where(Artifact.submission_id == self.id)
+        q = select(Artifact).where(Artifact.submission_id.in_(self.merged or [self.id]))
         if job_id is not None:
             q = q.where(Artifact.job_id == job_id)
         if name_prefix:
@@ -110,19 +115,61 @@ class SubmissionData:
         return next(a.data for a in self.artifacts() if a.job_id is None and a.sha256 == sha)
 
 
-def load(session: Session, submission_id: int | None, task: str | None) -> SubmissionData:
+def load(session: Session, submission_id: int | None, task: str | None, merge: bool = False) -> SubmissionData:
     """A submission and its jobs (one SELECT, no ORM objects); stored files show by name (``input_names``) in
     spec and params; metrics are read per name when a table asks for them (``MetricStore``), so ``session``
-    must stay open while the data are used."""
+    must stay open while the data are used.
+
+    ``merge``: every submission of the task with the same title (one study grown over several submissions), read
+    as one, newest first, each (cell, seed) counted once: a seed done in a newer submission hides the same seed
+    of the same cell in an older one (a reused seed is such a copy)."""
     sub: Submission = get_submission(session, submission_id, task)
-    store = MetricStore(session, sub.id)
-    names = input_names(session, sub.id)
+    subs = [sub]
+    if merge:
+        title = Submission.title.is_(None) if sub.title is None else Submission.title == sub.title
+        subs = list(session.scalars(select(Submission).where(Submission.task == sub.task, title,
+                                                             Submission.id <= sub.id).order_by(Submission.id.desc())))
+    ids = [x.id for x in subs]
+    store = MetricStore(session, ids)
+    names = {r: n for x in reversed(subs) for r, n in input_names(session, x.id).items()}
     q = (select(Job.id, Job.params, Job.state, Job.seconds, Job.error, Job.result)
-         .where(Job.submission_id == sub.id).order_by(Job.id))
+         .where(Job.submission_id.in_(ids)).order_by(Job.submission_id.desc(), Job.id))
     jobs = [JobData(id_, named(params, names), state, seconds, error, result, store)
             for id_, params, state, seconds, error, result in session.connection().execute(q)]
     return SubmissionData(id=sub.id, task=sub.task, title=sub.title, spec=named(sub.spec, names), session=session,
-                          names=names, jobs=jobs)
+                          names=names, jobs=_seeds_once(jobs) if merge else jobs, merged=ids if merge else [])
+
+
+def _seeds_once(jobs: list[JobData]) -> list[JobData]:
+    """Jobs of several submissions with each (cell, seed) once: done jobs first, in the given order."""
+    seen: dict[str, set[int]] = defaultdict(set)
+    out = []
+    for job in sorted(jobs, key=lambda j: j.state not in ("done", "diverged")):
+        cell = json.dumps({k: v for k, v in job.params.items() if k != "seeds"}, sort_keys=True, default=str)
+        seeds = [x for x in job.params.get("seeds") or [] if x not in seen[cell]]
+        if not seeds:
+            continue
+        seen[cell].update(seeds)
+        if len(seeds) < len(job.params["seeds"]):
+            job.params, job.only = {**job.params, "seeds": seeds}, set(seeds)
+        out.append(job)
+    return out
+
+
+def table_of(kind, data: SubmissionData) -> "Table":
+    """``kind.results(data)`` with where its rows came from: the submissions a merged view reads, and the seeds
+    reused from earlier submissions (``l335q.reuse``)."""
+    table = kind.results(data)
+    if data.merged:
+        table.notes.append(f"merged: submissions {', '.join(map(str, sorted(data.merged)))} (title {data.title!r}), "
+                           "each cell's seed counted once")
+    reused = [j.result["reused_from"] for j in data.jobs if (j.result or {}).get("reused_from")]
+    if reused:
+        subs = sorted({i for r in reused for i in r["submissions"]})
+        table.notes.append(f"{sum(r['seeds'] for r in reused):,} seeds ({len(reused):,} jobs) reused from "
+                           f"submission{'s' if len(subs) > 1 else ''} {', '.join(map(str, subs))} (same params, "
+                           "inputs and engine version; `submit --fresh` recomputes)")
+    return table
 
 
 # ----------------------------------------------------------------------------- names of stored files

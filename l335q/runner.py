@@ -41,6 +41,7 @@ from .checkpoints import NO_CHECKPOINTS, PLAN_STAGE, Interrupted, LeaseLost
 from .config import (STALL_FACTOR, STARTUP_STALL_S, checkpoint_seconds, device_override, lease_seconds, max_attempts,
                      stall_seconds, time_limit_seconds)
 from .db import FINAL_STATES, Artifact, Checkpoint, Job, Metric, db_now, make_artifact, session_scope, with_retries
+from .reuse import result_key
 from .tasks import get_kind
 
 log = logging.getLogger("l335q.job")
@@ -268,6 +269,7 @@ def _finish(job_id: int, ctx: JobContext, token: str, state: str, error: str | N
             s.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
         job.state, job.error, job.seconds, job.finished_at = state, error, seconds, db_now(s)
         job.result = ctx.summary or None
+        job.result_key = result_key(job.task, job.params)       # under the code that ran it (l335q.reuse)
         job.claim, job.heartbeat_at, job.progress = None, None, None
         return True
 
@@ -380,7 +382,7 @@ def execute_job(job_id: int, worker: str | None = None, url: str | None = None,
         beat.stop()
         return None
     beat.stop()
-    seconds = time.perf_counter() - t0
+    seconds = (time.perf_counter() - t0) / len(claims)     # a packed job's share (durations feed ETAs, plans)
     for c in ctxs.values():
         c.summary = {**(c.summary or {}), **ckpt.notes}
     states = {i: _commit(i, ctxs[i], c.token, error, seconds, url) for i, c in claims.items()}

@@ -9,7 +9,8 @@ The reaper makes the database the truth and the broker a hint: it re-queues and 
 ``running`` job whose lease expired (its worker is gone; after ``max_attempts`` losses the job fails with the
 reason), and re-publishes every ``queued`` job that waited longer than ``L335Q_QUEUED_GRACE_S`` while its
 message is not in the broker (a flushed or restarted Redis). Every worker runs it every ``L335Q_REAP_S``,
-one at a time under a PostgreSQL advisory lock; ``l335q reap`` runs it by hand.
+one at a time under a PostgreSQL advisory lock; ``l335q reap`` runs it by hand. It also sends the notifications
+that are due (``l335q.notify.sweep``: retries, and submissions whose last job ended in the last 10 min).
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from typing import Callable, Iterable
 
 from sqlalchemy import func, or_, select, text
 
+from . import notify
 from .config import broker_url, queued_grace_seconds
-from .db import FINAL_STATES, Job, db_now, ensure_schema, get_submission, session_scope
+from .db import FINAL_STATES, Job, Submission, db_now, ensure_schema, get_submission, session_scope
 from .status import last_line
 from .runner import execute_job, lease_expired, worker_lost
 
@@ -36,6 +38,7 @@ class Submitted:
     id: int
     job_ids: list[int]
     mode: str                    # "service" (published to the broker) or "embedded" (run in this process)
+    reused_ids: list[int] = field(default_factory=list)   # jobs done at once from earlier results (l335q.reuse)
 
 
 def service_mode() -> bool:
@@ -63,9 +66,12 @@ def submit(raw: dict, base_dir: Path | None = None, queue: str = QUEUE, url: str
 
     expand(raw, base_dir)
     check_services(url)
-    sub_id, job_ids = create_submission(raw, base_dir, url=url, queue=queue if service_mode() else None)
-    dispatch(job_ids, queue, url, run_here)
-    return Submitted(sub_id, job_ids, "service" if service_mode() else "embedded")
+    made = create_submission(raw, base_dir, url=url, queue=queue if service_mode() else None)
+    if made.job_ids:
+        dispatch(made.job_ids, queue, url, run_here)
+    else:                              # every seed reused: the submission ended as it was stored
+        notify.settle_jobs(made.reused_ids[:1], url)
+    return Submitted(made.id, made.job_ids, "service" if service_mode() else "embedded", made.reused_ids)
 
 
 def dispatch(job_ids: list[int], queue: str = QUEUE, url: str | None = None,
@@ -84,6 +90,7 @@ def run_embedded(job_ids: Iterable[int], on_job: Callable[[int, str | None], Non
     """Run jobs one after another in this process (embedded mode); ``on_job(job_id, state)`` after each."""
     for job_id in job_ids:
         state = execute_job(job_id, worker=worker, url=url)
+        notify.settle_jobs([job_id], url)
         if on_job:
             on_job(job_id, state)
 
@@ -96,7 +103,8 @@ def cancel(submission_id: int, url: str | None = None) -> int:
                               .with_for_update()))
         for j in jobs:
             j.state, j.finished_at = "cancelled", db_now(s)
-        return len(jobs)
+    notify.settle([submission_id], url)
+    return len(jobs)
 
 
 def retry(submission_id: int, queue: str = QUEUE, include_running: bool = False, url: str | None = None,
@@ -114,6 +122,9 @@ def retry(submission_id: int, queue: str = QUEUE, include_running: bool = False,
             j.state, j.error, j.attempts, j.queued_at, j.claim = "queued", None, 0, now, None
             j.queue = queue if service_mode() else None
         ids = [j.id for j in jobs]
+        if ids:                            # its next end is notified again
+            sub = s.get(Submission, submission_id)
+            sub.notify_state, sub.notify_at, sub.notify_attempts, sub.notify_error = None, None, 0, None
     if ids and service_mode():
         _broker().check_broker()
     dispatch(ids, queue, url, run_here)
@@ -161,16 +172,18 @@ class Reaped:
     requeued: list[int] = field(default_factory=list)      # running jobs whose worker was lost
     failed: list[int] = field(default_factory=list)        # ... lost max_attempts times
     republished: list[int] = field(default_factory=list)   # queued jobs whose message was gone
+    notified: list[int] = field(default_factory=list)      # submissions whose notification went out (l335q.notify)
     skipped: bool = False                                  # another reaper held the lock
 
     def __bool__(self) -> bool:
-        return bool(self.requeued or self.failed or self.republished)
+        return bool(self.requeued or self.failed or self.republished or self.notified)
 
     def text(self) -> str:
         if self.skipped:
             return "another reaper is running; nothing done"
         return (f"{len(self.requeued)} jobs re-queued (worker lost), {len(self.failed)} failed (worker lost too "
-                f"often), {len(self.republished)} queued jobs re-published (no message waiting in the queue)")
+                f"often), {len(self.republished)} queued jobs re-published (no message waiting in the queue)"
+                + (f", {len(self.notified)} notifications sent" if self.notified else ""))
 
 
 def _lock(s) -> bool:
@@ -207,5 +220,6 @@ def reap(url: str | None = None, grace_s: float | None = None) -> Reaped:
                     publish[job.queue or QUEUE].append(job.id)
     for queue, ids in publish.items():
         _broker().enqueue(ids, queue)
+    out.notified = notify.sweep(url)
     return out
 

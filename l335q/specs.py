@@ -20,7 +20,7 @@ import yaml
 from . import UserError
 
 REQUIRED = object()
-COMMON_KEYS = ("task", "title", "seeds", "seed_group", "max_attempts", "time_limit")
+COMMON_KEYS = ("task", "title", "seeds", "seed_group", "max_attempts", "time_limit", "fresh")
 MAX_JOBS = 100_000
 MAX_SEEDS = 100_000
 MAX_ATTEMPTS = 100
@@ -134,6 +134,7 @@ class Expanded:
     files: dict[str, Path] = field(default_factory=dict)   # value -> path, for keys with file=True
     max_attempts: int | None = None   # worker losses a job survives (None: the worker's setting)
     time_limit_s: float | None = None  # seconds a job may run (None: the worker's L335Q_TIME_LIMIT_S, if any)
+    fresh: bool = False                # recompute every seed (no reuse of earlier results, l335q.reuse)
 
 
 def load_spec_file(path: str | Path) -> dict:
@@ -185,6 +186,10 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
         raise SpecError(f"spec key 'time_limit': expected seconds, more than 0 and at most {MAX_TIME_LIMIT_S:,} "
                         f"(30 days), got {limit!r}")
 
+    fresh = raw.get("fresh", False)
+    if not isinstance(fresh, bool):
+        raise SpecError(f"spec key 'fresh': expected true or false, got {fresh!r}")
+
     axes: dict[str, list] = {}
     files: dict[str, Path] = {}
     for name, key in schema.keys.items():
@@ -222,10 +227,10 @@ def expand(raw: dict, base_dir: Path | None = None) -> Expanded:
             jobs.append({**params, "seeds": list(g)})
     spec = {"task": raw["task"], **({"title": title} if title else {}), "seeds": seeds,
             **({"max_attempts": attempts} if attempts is not None else {}),
-            **({"time_limit": limit} if limit is not None else {}),
+            **({"time_limit": limit} if limit is not None else {}), **({"fresh": True} if fresh else {}),
             **{k: (v if isinstance(raw.get(k, schema.keys[k].default), list) else v[0]) for k, v in axes.items()}}
     return Expanded(task=raw["task"], title=title, spec=spec, jobs=jobs, files=files, max_attempts=attempts,
-                    time_limit_s=None if limit is None else float(limit))
+                    time_limit_s=None if limit is None else float(limit), fresh=fresh)
 
 
 def check_sample(name: str, value: str) -> None:

@@ -25,13 +25,35 @@ class SubmissionStatus:
     id: int
     task: str
     title: str | None
+    notify_state: str | None = None                     # its notification (l335q.notify), None: not tried
+    notify_attempts: int = 0
+    notify_error: str | None = None
+    notified_at: object = None
     counts: dict[str, int] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)     # failed and running jobs (asked for by ID only)
 
     def line(self) -> str:
         states = ", ".join(f"{self.counts[k]} {k}" for k in sorted(self.counts))
         total = sum(self.counts.values())
-        return f"{self.id:>5}  {self.task:<12} {total:>4} jobs: {states}  {self.title or ''}".rstrip()
+        notified = f"  [notification {self.notify_state}]" if self.notify_state else ""
+        return f"{self.id:>5}  {self.task:<12} {total:>4} jobs: {states}{notified}  {self.title or ''}".rstrip()
+
+    def notification(self) -> str | None:
+        return notification(self.notify_state, self.notify_attempts, self.notify_error, self.notified_at)
+
+
+def notification(state: str | None, attempts: int, error: str | None, notified_at) -> str | None:
+    """One line on a submission's notification (``l335q.notify``) for ``l335q status`` and the web view; None
+    when none was tried."""
+    if state is None:
+        return None
+    if state == "sent":
+        return f"notification sent {str(notified_at)[:19]} UTC" + (f" (try {attempts})" if attempts > 1 else "")
+    if state == "sending":
+        return "notification being sent"
+    tries = f"{attempts} {'try' if attempts == 1 else 'tries'}"
+    return (f"notification {'not delivered after' if state == 'failed' else 'retrying after'} {tries}: "
+            f"{last_line(error)}")
 
 
 def _connect(url: str):
@@ -55,6 +77,9 @@ def _connect(url: str):
         raise UserError(f"database unreachable at {redact(url)}: {reason}") from None
 
 
+COLUMNS = "id, task, title, notify_state, notify_attempts, notify_error, notified_at"
+
+
 def read(url: str, submission_id: int | None, limit: int) -> list[SubmissionStatus]:
     """The newest ``limit`` submissions' job counts, or one submission's with its failed and running jobs."""
     conn, ph = _connect(url)
@@ -66,9 +91,9 @@ def read(url: str, submission_id: int | None, limit: int) -> list[SubmissionStat
         cur = conn.cursor()
         try:
             if submission_id:
-                cur.execute(f"SELECT id, task, title FROM submissions WHERE id = {ph}", (submission_id,))
+                cur.execute(f"SELECT {COLUMNS} FROM submissions WHERE id = {ph}", (submission_id,))
             else:
-                cur.execute(f"SELECT id, task, title FROM submissions ORDER BY id DESC LIMIT {ph}", (limit,))
+                cur.execute(f"SELECT {COLUMNS} FROM submissions ORDER BY id DESC LIMIT {ph}", (limit,))
         except Exception as exc:       # the tables are missing: psycopg2 and sqlite3 raise different classes
             if "submissions" in str(exc):
                 raise UserError("the database has no l335q tables: run `l335q db upgrade` first") from None
@@ -80,7 +105,7 @@ def read(url: str, submission_id: int | None, limit: int) -> list[SubmissionStat
             cur.execute(f"SELECT state, COUNT(*) FROM jobs WHERE submission_id = {ph} GROUP BY state", (sub.id,))
             sub.counts = dict(cur.fetchall())
             if submission_id:
-                sub.lines = _job_lines(cur, ph, sub.id)
+                sub.lines = _job_lines(cur, ph, sub.id) + ([f"       {sub.notification()}"] if sub.notify_state else [])
         return subs
     finally:
         conn.close()

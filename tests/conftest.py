@@ -70,16 +70,21 @@ def migrated_pg(pg_url):
     return pg_url
 
 
-@pytest.fixture
-def service_env(migrated_pg, monkeypatch):
-    """Service mode in this process: PostgreSQL + Redis, a queue of the test's own."""
+def service_mode(db_url: str, monkeypatch) -> dict:
+    """Service mode in this process on ``db_url``: PostgreSQL + Redis, a queue of the test's own."""
     queue = f"l335q-test-{uuid.uuid4().hex[:8]}"
-    env = {"L335Q_DATABASE_URL": migrated_pg, "L335Q_BROKER_URL": f"{REDIS}/0", "L335Q_TEST_QUEUE": queue}
+    env = {"L335Q_DATABASE_URL": db_url, "L335Q_BROKER_URL": f"{REDIS}/0", "L335Q_TEST_QUEUE": queue}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     import l335q.db as db
     db._ready.clear()
     return env
+
+
+@pytest.fixture
+def service_env(migrated_pg, monkeypatch):
+    """Service mode in this process on the session's database."""
+    return service_mode(migrated_pg, monkeypatch)
 
 
 def l335q_cmd(*args, env=None, timeout=600, check=False) -> subprocess.CompletedProcess:

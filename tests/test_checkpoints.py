@@ -18,10 +18,11 @@ from job_rows import metric_rows as numbers, stop_when
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
+# fresh: each test fits again what its plain run fitted (no reuse of that run's rows, l335q.reuse)
 CLS = {"task": "cls-compare", "seeds": [3], "epochs": 3, "train_subset": 600, "test_subset": 300, "batch_size": 50,
-       "device": "cpu"}
+       "device": "cpu", "fresh": True}
 FIELD = {"task": "inr-init", "image": "sample:camera", "resolution": 12, "steps": 3000, "depth": 3, "width": 24,
-         "initialiser": "default", "seeds": "0-2", "seed_group": 3, "device": "cpu"}   # ~1 s: the stop at step 150
+         "initialiser": "default", "seeds": "0-2", "seed_group": 3, "device": "cpu", "fresh": True}   # ~1 s: the stop at step 150
 #                                                               arrives mid-fit (400 steps often ended before it)
 
 

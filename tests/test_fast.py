@@ -152,7 +152,7 @@ def test_l335q_fast_and_the_one_choice_of_loop(monkeypatch):
         uses_fused(TrainConfig(fast=True), cpu)
 
 
-CLS_JOB = {"task": "cls-compare", "seeds": [0], "epochs": 1, "train_subset": 512, "test_subset": 256, "device": "cpu"}
+CLS_JOB = {"task": "cls-compare", "fresh": True, "seeds": [0], "epochs": 1, "train_subset": 512, "test_subset": 256, "device": "cpu"}
 
 
 def test_cls_job_with_l335q_fast_writes_the_plain_numbers(monkeypatch, caplog, one_cpu_thread):

@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
-SMALL = {"image": "sample:camera", "resolution": 8, "steps": 60, "depth": 3, "width": 16, "seeds": "0-1",
+SMALL = {"fresh": True, "image": "sample:camera", "resolution": 8, "steps": 60, "depth": 3, "width": 16, "seeds": "0-1",
          "device": "cpu"}
 GAUSS = {"encoding": "gaussian", "features": 8, "sigma": 3}
 SPECS = {

@@ -66,7 +66,7 @@ def test_packed_jobs_write_exactly_the_rows_of_one_by_one(spec, monkeypatch):
     assert all(packed_by(j) is None for j in jobs(alone))
 
     monkeypatch.setenv("L335Q_PACK_MAX", "16")
-    _, packed = create_submission(spec)
+    _, packed = create_submission({**spec, "fresh": True})          # fitted again, not reused (l335q.reuse)
     assert len(packed) == len(alone) >= 3
     assert execute_job(packed[0]) == "done"
     assert [(j.state, j.attempts, j.claim, packed_by(j)) for j in jobs(packed)] == \
@@ -138,7 +138,7 @@ def test_a_stopped_pack_hands_every_job_back_and_reruns_them(monkeypatch):
     for i in alone:
         execute_job(i)
     monkeypatch.setenv("L335Q_PACK_MAX", "16")
-    _, ids = create_submission({**SMALL, "seeds": "0-2"})
+    _, ids = create_submission({**SMALL, "seeds": "0-2", "fresh": True})
     stop_event.set()                                           # a warm shutdown: the run stops at its first check
     released: list[int] = []
     try:
@@ -219,7 +219,7 @@ def test_a_worker_packs_a_grid_and_each_job_is_committed_once(worker, service_en
         log.read_text()[-3000:]
     assert log.read_text().count("already final") == 5         # the packed jobs' own messages: no-ops
     monkeypatch.setenv("L335Q_PACK_MAX", "1")
-    _, alone = create_submission(spec)
+    _, alone = create_submission({**spec, "fresh": True})
     for a, p in zip(alone, sub.job_ids):
         assert execute_job(a) == "done"
         same_rows(p, a)

@@ -23,8 +23,9 @@ from l335q.submit import create_submission
 
 from conftest import l335q_cmd
 
+# fresh: every test runs it (the service tests share one database; no reuse, l335q.reuse)
 TINY = {"task": "cls-compare", "seeds": [0], "epochs": 1, "train_subset": 500, "test_subset": 500, "batch_size": 100,
-        "device": "cpu"}
+        "device": "cpu", "fresh": True}
 ROW_KEYS = {"model", "params", "seeds", "train_acc_mean", "train_acc_sd", "test_acc_mean", "test_acc_sd", "gap",
             "diagnosis"}
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_cpu_thread")]

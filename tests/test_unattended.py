@@ -21,15 +21,16 @@ from l335q.submit import create_submission
 
 from job_rows import numbers
 
+# fresh: every test fits (no reuse of an earlier run's rows, l335q.reuse)
 FIELD = {"task": "inr-init", "image": "sample:camera", "resolution": 10, "depth": 3, "width": 32,
-         "initialiser": "default", "seeds": [0], "seed_group": 1, "device": "cpu"}
+         "initialiser": "default", "seeds": [0], "seed_group": 1, "device": "cpu", "fresh": True}
 QUICK = {"L335Q_LEASE_S": "1.5", "L335Q_REAP_S": "0.5", "L335Q_QUEUED_GRACE_S": "2", "OMP_NUM_THREADS": "1",
          "PYTHONUNBUFFERED": "1"}
 
 
-def start_worker(env: dict, log, **extra) -> subprocess.Popen:
+def start_worker(env: dict, log, name: str | None = None, **extra) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "l335q.cli.main", "worker", "--queues", env["L335Q_TEST_QUEUE"],
-                             "--device", "cpu"], env={**os.environ, **env, **QUICK, **extra},
+                             "--device", "cpu", *(["--name", name] if name else [])], env={**os.environ, **env, **QUICK, **extra},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -44,11 +45,16 @@ def stop(procs) -> None:
             p.kill()
 
 
-def job(job_id: int) -> Job:
+def detached(model, key):
+    """One row read in a session of its own, usable after it closed."""
     with session_scope() as s:
-        j = s.get(Job, job_id)
-        s.expunge(j)
-        return j
+        row = s.get(model, key)
+        s.expunge(row)
+        return row
+
+
+def job(job_id: int) -> Job:
+    return detached(Job, job_id)
 
 
 def wait(predicate, timeout: float, what: str, logs=()):

@@ -22,7 +22,7 @@ from browser import chromium, images_loaded, same_rows, table_rows, watch_consol
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 TOKEN = "web-test-token-7Qx"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-INR = {"task": "inr-init", "resolution": 16, "width": 64, "device": "cpu", "seed_group": 1}
+INR = {"task": "inr-init", "fresh": True, "resolution": 16, "width": 64, "device": "cpu", "seed_group": 1}
 # ~1 s a job on an idle machine: several progress beats each
 RUNNING = {**INR, "title": "watched while it runs", "steps": 2400, "initialiser": ["default"], "seeds": "0-5"}
 QUEUED = {**INR, "title": "cancelled, then retried", "steps": 20, "seeds": [0],

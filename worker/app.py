@@ -9,6 +9,7 @@ nothing. What a worker adds to Celery:
     its job back, and the job is published again for another worker;
   * a stall watchdog (``runner.Heartbeat``): a pool process whose job stalled publishes it again and kills
     itself (``_stalled``); Celery starts a new pool process;
+  * the submission's notification once its last job ended (``l335q.notify``; the reaper retries it);
   * a warning at start when Redis may evict keys (``maxmemory-policy``), which would lose messages.
 Acks are late; a pool process that dies is not redelivered by Celery (no reject-on-worker-lost loop for a job
 that kills its process): its lease expires and the reaper re-queues it, up to ``max_attempts``.
@@ -28,7 +29,7 @@ from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready, worker_shutting_down
 
-from l335q import UserError
+from l335q import UserError, notify
 from l335q.config import broker_url, reap_seconds, redact
 from l335q.db import after_fork
 from l335q.runner import execute_job
@@ -61,6 +62,10 @@ def run_job(self, job_id: int) -> str | None:
     state = execute_job(int(job_id), worker=self.request.hostname, released=released, on_stall=_stalled(queue))
     if released:
         enqueue(released, queue)
+    try:                         # its submission's last job: the notification (l335q.notify; the reaper retries)
+        notify.settle_jobs([int(job_id)])
+    except Exception as exc:
+        log.warning("job %s: notification not sent now (the reaper tries again): %s", job_id, exc)
     return state
 
 

@@ -97,7 +97,9 @@ def decode_image(data: bytes, source: str = "image") -> np.ndarray:
         raise
     except UnidentifiedImageError:
         raise UserError(f"{source}: not an image (PIL cannot identify it; use PNG, JPEG or TIFF)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:    # PIL's own guard at open, from the header alone
+        raise UserError(f"{source}: the image is too large ({exc}; limit {MAX_PIXELS:,} pixels)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{source}: cannot decode the image ({why})") from None
     if mode.startswith("I;16") or (mode == "I" and a.max(initial=0) <= 65535 and a.min(initial=0) >= 0):

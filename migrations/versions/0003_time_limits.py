@@ -1,4 +1,4 @@
-"""a job's time limit
+"""a job's time limit; a submission's notification
 
 Revision ID: 0003
 Revises: 0002
@@ -17,8 +17,17 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('jobs') as batch:
         batch.add_column(sa.Column('time_limit_s', sa.Float(), nullable=True))
+    with op.batch_alter_table('submissions') as batch:
+        batch.add_column(sa.Column('notify_state', sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column('notify_at', sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column('notify_attempts', sa.Integer(), server_default='0', nullable=False))
+        batch.add_column(sa.Column('notify_error', sa.Text(), nullable=True))
+        batch.add_column(sa.Column('notified_at', sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('submissions') as batch:
+        for name in ('notified_at', 'notify_error', 'notify_attempts', 'notify_at', 'notify_state'):
+            batch.drop_column(name)
     with op.batch_alter_table('jobs') as batch:
         batch.drop_column('time_limit_s')
