@@ -190,9 +190,11 @@ def test_worker_service_consumes_a_job(local_env, tmp_path, one_cpu_thread):
         status = l335q_cmd("status", sub_id, env=env, check=True).stdout
         assert re.search(rf"^\s*{sub_id}\s+cls-compare\s+1 jobs: 1 done", status, re.M), status
         health = SERVICES["worker"]["healthcheck"]["test"]       # the container's own health probe
-        probe = interpolate(health[1], {}).replace("$HOSTNAME", socket.gethostname())
-        probe = [sys.executable, "-m", "celery", *shlex.split(probe)[1:]]
-        ping = subprocess.run(probe, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        probe = interpolate(health[1], {})
+        assert health[0] == "CMD-SHELL" and probe.startswith("celery "), health
+        probe = f"{shlex.quote(sys.executable)} -m {probe}"        # run by a shell, as the container's is
+        ping = subprocess.run(["sh", "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=60)
         assert ping.returncode == 0 and "pong" in ping.stdout.lower(), ping.stdout + ping.stderr
     finally:
         stop(worker)
