@@ -175,7 +175,7 @@ read -r attempts dups <<< "$(sql "SELECT attempts, (SELECT count(*) - count(DIST
 # ------------------------------------------------------------------------------------------------ 4. no data
 say "a cls job on the worker without the data volume"
 t=$(date +%s)
-if l335q submit /specs/cls.yaml --queue "$QUEUE-nodata" --wait > "$LOGS/submit-nodata.out" 2> "$LOGS/submit-nodata.err"
+if l335q submit /specs/cls.yaml --fresh --queue "$QUEUE-nodata" --wait > "$LOGS/submit-nodata.out" 2> "$LOGS/submit-nodata.err"
 then
   fail "a cls job without Fashion-MNIST succeeded"
 fi
