@@ -36,12 +36,14 @@ demo: install data
 test: install data
 	$(PY) -m pytest -q
 
-# The image (podman, no registry needed: containers/build.sh), and its smoke test (containers/smoke.sh).
+# The image (podman, no registry needed: containers/build.sh), its smoke test (containers/smoke.sh) and
+# docker-compose.yml brought up with local Redis and PostgreSQL images (containers/compose/up.sh).
 container-image:
 	bash containers/build.sh
 
 container-test:
 	bash containers/smoke.sh
+	bash containers/compose/up.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
